@@ -1,0 +1,129 @@
+"""What staff and the app are shown: payloads built from a rules decision (pure).
+
+Consent decides what leaves the edge: without ``staff_display`` a card carries no name,
+tier, preferences or birthday, only a short stable tag ("Customer 4F2") so staff can
+still tell two customers apart. Without ``personalize`` no profile is read at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from edge.rules import Decision, Suggestion
+
+SCHEMA_VERSION = 1
+BIRTHDAY_WINDOW_DAYS = 3
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    """The part of a loyalty profile staff may see (only with ``staff_display``)."""
+
+    first_name: str | None
+    tier: str | None
+    birthday: str | None  # YYYY-MM-DD
+    preferences: dict[str, Any]
+
+
+def subject_tag(subject: str) -> str:
+    """Three hex characters, stable per subject, not reversible to anything useful."""
+    return hashlib.sha256(subject.encode()).hexdigest()[:3].upper()
+
+
+def birthday_this_week(birthday: str | None, today: date) -> bool:
+    """True when the birthday (any year) falls within ±3 days of ``today``."""
+    if not birthday:
+        return False
+    try:
+        born = date.fromisoformat(birthday)
+    except ValueError:
+        return False
+    for year in (today.year - 1, today.year, today.year + 1):
+        try:
+            anniversary = born.replace(year=year)
+        except ValueError:  # 29 February in a common year
+            anniversary = date(year, 3, 1)
+        if abs((anniversary - today).days) <= BIRTHDAY_WINDOW_DAYS:
+            return True
+    return False
+
+
+def suggestion_dict(s: Suggestion) -> dict[str, Any]:
+    return {
+        "product_id": s.product_id,
+        "name": s.name,
+        "category": s.category,
+        "price": round(s.price, 2),
+        "stock": s.stock,
+        "zone": s.zone,
+        "rank": s.rank,
+        "score": round(s.score, 5),
+        "relevance": round(s.relevance, 4),
+        "reasons": [r.as_dict() for r in s.reasons],
+        "allowed_by": list(s.allowed_by),
+    }
+
+
+def staff_card(
+    *,
+    event_id: str,
+    ts: float,
+    visit_id: str,
+    subject: str,
+    scopes: frozenset[str],
+    zone: str | None,
+    dwell_since: float | None,
+    trigger: str,
+    source: str,
+    model_version: str | None,
+    decision: Decision,
+    profile: ProfileView | None,
+    today: date,
+) -> dict[str, Any]:
+    """The staff recommendation message (MQTT) and tablet card (SSE): one payload."""
+    shown = profile if "staff_display" in scopes else None
+    return {
+        "v": SCHEMA_VERSION,
+        "event_id": event_id,
+        "ts": ts,
+        "visit_id": visit_id,
+        "subject": subject,
+        "display_name": (shown.first_name if shown and shown.first_name else None)
+        or f"Customer {subject_tag(subject)}",
+        "tier": shown.tier if shown else None,
+        "zone": zone,
+        "dwell_since": dwell_since,
+        "trigger": trigger,
+        "source": source,
+        "model_version": model_version,
+        "consent": sorted(scopes),
+        "suggestions": [suggestion_dict(s) for s in decision.staff],
+        "profile": (
+            {
+                "preferences": shown.preferences,
+                "birthday_this_week": birthday_this_week(shown.birthday, today),
+            }
+            if shown
+            else None
+        ),
+    }
+
+
+def app_offer(
+    *, event_id: str, ts: float, visit_id: str, suggestion: Suggestion, offer_id: str | None
+) -> dict[str, Any]:
+    """The message on the customer's own offers topic."""
+    return {
+        "v": SCHEMA_VERSION,
+        "event_id": event_id,
+        "ts": ts,
+        "visit_id": visit_id,
+        "product_id": suggestion.product_id,
+        "name": suggestion.name,
+        "price": round(suggestion.price, 2),
+        "offer_id": offer_id,
+        "reasons": [r.as_dict() for r in suggestion.reasons],
+    }

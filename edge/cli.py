@@ -1,0 +1,64 @@
+"""``storeside-edge``: run one store's edge service, or only check its configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge.settings import SettingsError, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storeside-edge", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate settings, print them, exit"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"storeside-edge: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        shown = settings.model_dump(mode="json")
+        if shown["mqtt"].get("password"):
+            shown["mqtt"]["password"] = "***"
+        print(json.dumps(shown, indent=2, default=str))
+        return 0
+
+    import uvicorn  # only when serving
+
+    from edge.app import create_app
+
+    app = create_app(settings)
+    # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: the lifespan stops the
+    # broker link first, drains the worker, then closes SQLite.
+    config = uvicorn.Config(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_level=args.log_level.lower(),
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

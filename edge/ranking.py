@@ -1,0 +1,145 @@
+"""Scoring of in-stock items for one visit: shared feature code + the ONNX bundle.
+
+The feature code is the one training uses (``models.features``), so what the model saw
+offline is what it sees here. When no bundle can be loaded the store keeps serving a
+store-popular list and says so (status, metric): a store must never go dark because a
+model file is bad.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.metrics import EdgeMetrics
+from edge.rules import Candidate
+from edge.store import CatalogItem
+from models.bundle import DEFAULT_BUNDLE_DIR, Bundle, BundleError, load_bundle
+from models.features import (
+    Context,
+    CustomerHistory,
+    ItemStats,
+    build_features,
+    explain,
+)
+from models.reasons import Reason
+from models.transactions import Transaction
+
+logger = logging.getLogger(__name__)
+
+POPULAR_REASON = Reason("popular", "popular in this store")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Best candidates, best first, and how they were scored."""
+
+    candidates: list[Candidate]
+    source: str  # "model" | "popular"
+    model_version: str | None
+
+
+class Ranker:
+    """Holds the bundle and the store's item statistics; ``rank`` is thread-safe."""
+
+    def __init__(self, metrics: EdgeMetrics, bundle_dir: Path | None, threads: int = 1) -> None:
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._stats: ItemStats = ItemStats.build([])
+        self._popularity: dict[str, float] = {}
+        self.bundle: Bundle | None = None
+        self.degraded_reason: str | None = None
+        self.load(bundle_dir or DEFAULT_BUNDLE_DIR, threads)
+
+    def load(self, bundle_dir: Path, threads: int = 1) -> None:
+        try:
+            bundle = load_bundle(bundle_dir, intra_op_threads=threads)
+        except BundleError as exc:
+            logger.error("model bundle %s unusable, serving store-popular lists: %s",
+                         bundle_dir, exc)
+            self.bundle, self.degraded_reason = None, str(exc)
+            self._metrics.model_loaded.set(0)
+            return
+        self.bundle, self.degraded_reason = bundle, None
+        self._metrics.model_loaded.set(1)
+        logger.info("model bundle %s loaded from %s", bundle.version, bundle_dir)
+
+    @property
+    def model_version(self) -> str | None:
+        return self.bundle.version if self.bundle is not None else None
+
+    def refresh_stats(self, purchases: Iterable[Transaction], as_of: float) -> None:
+        """Rebuild item statistics (popularity, co-purchase) from the store's purchases."""
+        rows = list(purchases)
+        stats = ItemStats.build(rows, as_of=as_of)
+        counts = Counter(t.product_id for t in rows)
+        total = float(sum(counts.values())) or 1.0
+        popularity = {pid: n / total for pid, n in counts.items()}
+        with self._lock:
+            self._stats, self._popularity = stats, popularity
+        logger.info("item stats rebuilt from %d purchase rows", len(rows))
+
+    def rank(
+        self,
+        history: CustomerHistory,
+        items: Sequence[CatalogItem],
+        context: Context,
+        pool: int,
+    ) -> Ranked:
+        """Score ``items`` for this customer; keep the ``pool`` best with their reasons."""
+        if not items:
+            return Ranked([], "popular" if self.bundle is None else "model", self.model_version)
+        with self._lock:
+            stats, popularity = self._stats, self._popularity
+        ids = [item.product_id for item in items]
+        bundle = self.bundle
+        source = "popular"
+        if bundle is not None:
+            try:
+                scores = bundle.score(build_features(history, ids, stats, context))
+                relevance = bundle.relevance(scores)
+                source = "model"
+            except Exception:  # a model error must not cost the store its suggestions
+                logger.exception("scoring failed; falling back to store-popular list")
+        if source == "popular":
+            scores = np.array([popularity.get(pid, 0.0) for pid in ids], dtype=np.float32)
+            relevance = np.zeros_like(scores)
+        best = _top_indices(scores, pool)
+        candidates = []
+        for index in best:
+            item = items[index]
+            if source == "model":
+                reasons = tuple(explain(history, item.product_id, stats, context))
+            else:
+                reasons = (POPULAR_REASON,) if popularity.get(item.product_id) else ()
+            candidates.append(
+                Candidate(
+                    product_id=item.product_id,
+                    name=item.name,
+                    category=item.category,
+                    price=item.price,
+                    stock=item.stock,
+                    zone=item.zone,
+                    score=float(scores[index]),
+                    relevance=float(relevance[index]),
+                    reasons=reasons,
+                )
+            )
+        return Ranked(candidates, source, self.model_version if source == "model" else None)
+
+
+def _top_indices(scores: np.ndarray, k: int) -> list[int]:
+    """Indices of the k best scores, best first (ties by position, deterministic)."""
+    k = min(k, len(scores))
+    if k == len(scores):
+        order = np.argsort(-scores, kind="stable")
+    else:
+        part = np.argpartition(-scores, k - 1)[:k]
+        order = part[np.argsort(-scores[part], kind="stable")]
+    return [int(i) for i in order]

@@ -1,0 +1,167 @@
+"""Start-up and shutdown of one edge: the parts, in the order they depend on each other.
+
+Order matters: the store (migrations) before anything reads it, the model and item
+statistics before the first event can be ranked, the worker before the broker delivers,
+and on the way down the broker first (no new events), then the worker drains, then the
+store closes. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.dispatch import Dispatcher
+from edge.live import LiveHub
+from edge.metrics import EdgeMetrics
+from edge.mqtt import MqttBridge
+from edge.ranking import Ranker
+from edge.service import EdgeService
+from edge.settings import EdgeSettings
+from edge.store import EdgeStore
+from edge.tokens import ReplayGuard, TokenVerifier
+from edge.topics import Topics
+from edge.visit import VisitTracker
+
+logger = logging.getLogger(__name__)
+
+
+def load_public_keys(directory: Path | None) -> dict[str, bytes]:
+    """``<kid>.pub`` PEM files published by the hub; no keys means no check-in is valid."""
+    if directory is None:
+        return {}
+    keys = {path.stem: path.read_bytes() for path in sorted(Path(directory).glob("*.pub"))}
+    if not keys:
+        logger.warning("no public keys in %s: every check-in will be refused", directory)
+    return keys
+
+
+@dataclass
+class EdgeRuntime:
+    """The running parts of one edge process."""
+
+    settings: EdgeSettings
+    metrics: EdgeMetrics
+    store: EdgeStore
+    ranker: Ranker
+    service: EdgeService
+    dispatcher: Dispatcher
+    bridge: MqttBridge | None
+    started_at: float
+
+    @classmethod
+    def start(
+        cls,
+        settings: EdgeSettings,
+        metrics: EdgeMetrics,
+        live: LiveHub,
+        *,
+        clock: Callable[[], float] = time.time,
+        connect_mqtt: bool = True,
+    ) -> EdgeRuntime:
+        settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+        store = EdgeStore(settings.db_path)
+        now = clock()
+        guard = ReplayGuard()
+        guard.load(store.live_tokens(now), now)
+        verifier = TokenVerifier(
+            load_public_keys(settings.tokens.public_keys_dir),
+            chain=settings.chain,
+            store=settings.store,
+            issuer=settings.tokens.issuer,
+            leeway_s=settings.tokens.leeway_s,
+            replay_guard=guard,
+        )
+        ranker = Ranker(
+            metrics, settings.ranking.bundle_dir, threads=settings.ranking.intra_op_threads
+        )
+        topics = Topics(settings.topic_prefix)
+        bridge: MqttBridge | None = None
+        publish = _offline_publish
+        if connect_mqtt:
+            bridge = MqttBridge(
+                host=settings.mqtt.host,
+                port=settings.mqtt.port,
+                client_id=settings.mqtt_client_id,
+                topics=topics,
+                metrics=metrics,
+                keepalive=settings.mqtt.keepalive_s,
+                session_expiry_s=settings.mqtt.session_expiry_s,
+                username=settings.mqtt.username,
+                password=settings.mqtt.password,
+                max_payload_bytes=settings.mqtt.max_payload_bytes,
+                queue_size=settings.mqtt.queue_size,
+            )
+            publish = _publisher(bridge)
+        service = EdgeService(
+            settings,
+            store=store,
+            ranker=ranker,
+            verifier=verifier,
+            tracker=VisitTracker(settings.visit),
+            live=live,
+            metrics=metrics,
+            publish=publish,
+            clock=clock,
+        )
+        service.refresh_stats(now)
+        dispatcher = Dispatcher(
+            service.handlers(),
+            metrics=metrics,
+            queue_size=settings.mqtt.queue_size,
+            on_done=bridge.ack if bridge is not None else None,
+            tick=service.tick,
+            tick_interval_s=settings.tick_interval_s,
+            max_payload_bytes=settings.mqtt.max_payload_bytes,
+        )
+        dispatcher.start()
+        if bridge is not None:
+            bridge.set_consumer(dispatcher.offer)
+            try:
+                bridge.start()
+            except Exception:
+                dispatcher.stop(drain=False)
+                store.close()
+                raise
+        logger.info(
+            "edge %s/%s up (model %s)", settings.chain, settings.store,
+            ranker.model_version or "none: store-popular lists",
+        )
+        return cls(settings, metrics, store, ranker, service, dispatcher, bridge, now)
+
+    def stop(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+        self.dispatcher.stop(drain=True)
+        self.store.close()
+        logger.info("edge stopped")
+
+    def status(self) -> dict[str, Any]:
+        connected = self.bridge.connected if self.bridge is not None else False
+        return {
+            "chain": self.settings.chain,
+            "store": self.settings.store,
+            "state": "degraded" if self.ranker.bundle is None else "online",
+            "mqtt_connected": connected,
+            "model_version": self.ranker.model_version,
+            "model_error": self.ranker.degraded_reason,
+            "queue_depth": self.dispatcher.depth,
+            "outbox_pending": self.store.outbox_count(),
+            "active_visits": len(self.service.tracker.active()),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+
+def _offline_publish(topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
+    logger.debug("no broker: %s not published", topic)
+
+
+def _publisher(bridge: MqttBridge) -> Callable[[str, dict[str, Any], int, bool], None]:
+    def publish(topic: str, payload: dict[str, Any], qos: int, retain: bool) -> None:
+        bridge.publish(topic, payload, qos=qos, retain=retain)
+
+    return publish

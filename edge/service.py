@@ -1,0 +1,342 @@
+"""Event handlers of the edge: what a check-in, a beacon, a basket or a tap does.
+
+Every handler runs on the dispatcher's single worker thread, the only SQLite writer, so
+handlers need no locks and a visit is never ranked twice at once. Visit timing uses the
+edge's clock, not the phone's: phones' clocks drift, and hysteresis and dwell must be
+measured on one clock. The phone's own ``ts`` is kept in the forwarded events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge import cards
+from edge.live import LiveHub
+from edge.metrics import EdgeMetrics
+from edge.ranking import Ranker
+from edge.rules import CapState, CustomerContext, Decision, decide
+from edge.settings import EdgeSettings
+from edge.store import CatalogItem, EdgeStore
+from edge.tokens import TokenRejected, TokenVerifier
+from edge.topics import Topics
+from edge.visit import (
+    BeaconEvent,
+    CheckinEvent,
+    GeofenceEvent,
+    Visit,
+    VisitChange,
+    VisitTracker,
+)
+from models.features import Context, CustomerHistory
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any], int, bool], None]
+EMPTY_HISTORY = CustomerHistory.from_transactions([])
+REFRESH_ACTIONS = frozenset({"dismissed", "accepted", "bought"})
+HOUSEKEEPING_EVERY_S = 30.0
+
+
+class CheckinRefused(Exception):
+    """A check-in whose token was refused; ``reason`` is the verifier's code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CheckinResult:
+    visit_id: str | None
+    duplicate: bool
+    card: dict[str, Any] | None
+
+
+class EdgeService:
+    """Turns inbound events into visits, rankings, cards, offers and outbox rows."""
+
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        *,
+        store: EdgeStore,
+        ranker: Ranker,
+        verifier: TokenVerifier,
+        tracker: VisitTracker,
+        live: LiveHub,
+        metrics: EdgeMetrics,
+        publish: Publish,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ranker = ranker
+        self.verifier = verifier
+        self.tracker = tracker
+        self.live = live
+        self.metrics = metrics
+        self.publish = publish
+        self.clock = clock
+        self.topics = Topics(settings.topic_prefix)
+        self._tz = ZoneInfo(settings.timezone)
+        self._catalog: list[CatalogItem] = []
+        self._catalog_version: int | None = None
+        self._last_housekeeping = 0.0
+        self._last_stats = 0.0
+
+    def handlers(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            "checkin": self.on_checkin,
+            "geofence": self.on_geofence,
+            "beacon": self.on_beacon,
+            "pos": self.on_pos,
+            "feedback": self.on_feedback,
+        }
+
+    # -- inbound events -------------------------------------------------------------
+
+    def on_checkin(self, msg: Any) -> CheckinResult:
+        if self.store.is_processed(msg.event_id):
+            self.metrics.duplicates.labels("checkin").inc()
+            return CheckinResult(None, True, None)
+        now = self.clock()
+        try:
+            claims = self.verifier.verify(msg.token, now)
+        except TokenRejected as exc:
+            self.metrics.tokens_rejected.labels(exc.reason).inc()
+            logger.warning("check-in %s refused: %s", msg.event_id, exc.reason)
+            raise CheckinRefused(exc.reason, exc.detail) from exc
+        self.store.remember_token(claims.token_id, claims.expires_at)
+        changes = self.tracker.apply(
+            CheckinEvent(msg.event_id, claims.subject, now, claims.scopes)
+        )
+        self._handle_changes(changes, now)
+        self.store.mark_processed(msg.event_id, "checkin", now)
+        visit = self.tracker.get(claims.subject)
+        visit_id = visit.visit_id if visit else None
+        return CheckinResult(visit_id, False, self.live.card(visit_id) if visit_id else None)
+
+    def on_geofence(self, msg: Any) -> None:
+        now = self.clock()
+        event = GeofenceEvent(msg.event_id, msg.subject, now, msg.transition)
+        self._handle_changes(self.tracker.apply(event), now)
+
+    def on_beacon(self, msg: Any) -> None:
+        now = self.clock()
+        event = BeaconEvent(msg.event_id, msg.subject, now, msg.zone, msg.rssi, msg.beacon_id)
+        self._handle_changes(self.tracker.apply(event), now)
+
+    def on_pos(self, msg: Any) -> bool:
+        now = self.clock()
+        lines = [(line.product_id, line.quantity, line.unit_price) for line in msg.lines]
+        applied = self.store.apply_pos_basket(
+            msg.event_id,
+            basket_id=msg.basket_id,
+            subject=msg.subject,
+            ts=min(msg.ts, now),
+            lines=lines,
+            payload=msg.model_dump(mode="json"),
+        )
+        if not applied:
+            self.metrics.duplicates.labels("pos").inc()
+        return applied
+
+    def on_feedback(self, msg: Any) -> bool:
+        now = self.clock()
+        applied = self.store.record_feedback(
+            msg.event_id,
+            subject=msg.subject,
+            visit_id=msg.visit_id,
+            product_id=msg.product_id,
+            action=msg.action,
+            channel=msg.channel,
+            ts=now,
+            payload=msg.model_dump(mode="json"),
+        )
+        if not applied:
+            self.metrics.duplicates.labels("feedback").inc()
+            return False
+        visit = self.tracker.get(msg.subject)
+        if visit is not None and visit.checked_in and msg.action in REFRESH_ACTIONS:
+            self.recommend(visit, "refresh", now, zone=visit.zone)
+        return True
+
+    def tick(self) -> None:
+        """Timers: dwell thresholds, visit ends, token purge, statistics refresh."""
+        now = self.clock()
+        self._handle_changes(self.tracker.tick(now), now)
+        if now - self._last_housekeeping >= HOUSEKEEPING_EVERY_S:
+            self._last_housekeeping = now
+            self.store.purge_tokens(now)
+            self.metrics.outbox_pending.set(self.store.outbox_count())
+        if now - self._last_stats >= self.settings.ranking.stats_refresh_s:
+            self.refresh_stats(now)
+
+    def refresh_stats(self, now: float) -> None:
+        self._last_stats = now
+        since = now - self.settings.ranking.stats_window_days * 86_400
+        self.ranker.refresh_stats(self.store.all_purchases(since_ts=since), as_of=now)
+
+    def forget(self, subject: str) -> None:
+        """Erasure: drop every trace of the subject on this device."""
+        self.tracker.forget(subject)
+        self.store.delete_member(subject)
+        self.live.forget_subject(subject)
+
+    # -- visits → recommendations ---------------------------------------------------
+
+    def _handle_changes(self, changes: list[VisitChange], now: float) -> None:
+        for change in changes:
+            visit = change.visit
+            if change.kind in ("visit_started", "checked_in", "visit_ended"):
+                self._save(visit)
+            if change.kind == "checked_in":
+                self.recommend(visit, "checkin", now, zone=visit.zone)
+            elif change.kind == "zone_dwell" and visit.checked_in:
+                self.recommend(visit, "zone_dwell", now, zone=change.zone)
+            elif change.kind == "zone_left":
+                self.live.patch_card(visit.visit_id, zone=None, dwell_since=None)
+            elif change.kind == "visit_ended":
+                self.live.remove_card(visit.visit_id, "left")
+
+    def _save(self, visit: Visit) -> None:
+        self.store.save_visit(
+            visit.visit_id,
+            visit.subject,
+            visit.started_at,
+            visit.ended_at,
+            visit.zone,
+            visit.confidence,
+            visit.checked_in,
+        )
+
+    def recommend(self, visit: Visit, trigger: str, now: float, zone: str | None) -> Decision:
+        """Rank, apply rules, log, deliver. Consent is checked here, on every call."""
+        started = time.perf_counter()
+        scopes = visit.scopes
+        profile = None
+        history = EMPTY_HISTORY
+        if "personalize" in scopes:
+            profile = self.store.get_profile(visit.subject)
+            if profile is not None:  # the hub's consent record can only narrow the token's
+                scopes = frozenset(s for s in scopes if profile.consent.get(s, False))
+            if "personalize" in scopes:
+                rows = self.store.purchase_history(
+                    visit.subject, self.settings.ranking.history_max_baskets
+                )
+                history = CustomerHistory.from_transactions(rows)
+            else:
+                profile = None
+        local = datetime.fromtimestamp(now, self._tz)
+        offset = local.utcoffset() or timedelta(0)
+        context = Context(
+            timestamp=now, store_id=self.settings.store, utc_offset_s=int(offset.total_seconds())
+        )
+        ranked = self.ranker.rank(
+            history, self._in_stock(zone), context, self.settings.ranking.rules_pool
+        )
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        counts = self.store.cap_counts(visit.subject, visit.visit_id, day_start)
+        personal = history is not EMPTY_HISTORY
+        decision = decide(
+            ranked.candidates,
+            CustomerContext(
+                scopes=scopes,
+                typical_basket_value=history.typical_basket_value if personal else None,
+                typical_item_price=history.typical_item_price if personal else None,
+            ),
+            CapState(
+                shown_in_visit=counts.shown_in_visit,
+                dismissed_in_visit=counts.dismissed_in_visit,
+                impressions_today=counts.impressions_today,
+                app_offers_today=counts.app_offers_today,
+                app_offers_in_visit=counts.app_offers_in_visit,
+            ),
+            self.settings.rules,
+            local.hour,
+        )
+        event_id = uuid.uuid4().hex
+        card = cards.staff_card(
+            event_id=event_id,
+            ts=now,
+            visit_id=visit.visit_id,
+            subject=visit.subject,
+            scopes=scopes,
+            zone=zone,
+            dwell_since=visit.zone_since if zone else None,
+            trigger=trigger,
+            source=ranked.source,
+            model_version=ranked.model_version,
+            decision=decision,
+            profile=_profile_view(profile),
+            today=local.date(),
+        )
+        self.store.log_impressions(
+            event_id,
+            visit_id=visit.visit_id,
+            subject=visit.subject,
+            channel="staff",
+            ts=now,
+            items=[_impression(s) for s in decision.staff],
+        )
+        self.publish(self.topics.staff_recommendations, card, 1, False)
+        self.live.update_card(visit.visit_id, card)
+        self.metrics.recommendations.labels("staff", ranked.source).inc()
+        self._deliver_app_offer(visit, decision, now)
+        self.metrics.ranking_seconds.observe(time.perf_counter() - started)
+        return decision
+
+    def _deliver_app_offer(self, visit: Visit, decision: Decision, now: float) -> None:
+        if decision.app_offer is None:
+            self.metrics.app_offers_blocked.labels(decision.app_offer_blocked or "none").inc()
+            return
+        event_id = uuid.uuid4().hex
+        offer = cards.app_offer(
+            event_id=event_id,
+            ts=now,
+            visit_id=visit.visit_id,
+            suggestion=decision.app_offer,
+            offer_id=None,
+        )
+        self.store.log_impressions(
+            event_id,
+            visit_id=visit.visit_id,
+            subject=visit.subject,
+            channel="app",
+            ts=now,
+            items=[_impression(decision.app_offer)],
+        )
+        self.publish(self.topics.app_offers(visit.subject), offer, 1, False)
+        self.metrics.recommendations.labels("app", "model").inc()
+
+    def _in_stock(self, zone: str | None) -> list[CatalogItem]:
+        version = self.store.catalog_version()
+        if version != self._catalog_version:
+            self._catalog = [item for item in self.store.catalog() if item.stock > 0]
+            self._catalog_version = version
+        if zone is None:
+            return self._catalog
+        in_zone = [item for item in self._catalog if item.zone == zone]
+        return in_zone or self._catalog
+
+
+def _profile_view(profile: Any) -> cards.ProfileView | None:
+    if profile is None:
+        return None
+    return cards.ProfileView(
+        first_name=profile.first_name,
+        tier=profile.tier,
+        birthday=profile.birthday,
+        preferences=dict(profile.preferences),
+    )
+
+
+def _impression(s: Any) -> tuple[str, int, float, float, list[dict[str, str]]]:
+    return (s.product_id, s.rank, s.score, s.relevance, [r.as_dict() for r in s.reasons])

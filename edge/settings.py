@@ -1,0 +1,186 @@
+"""Edge settings: one TOML file + ``STORESIDE_EDGE_*`` environment, validated once.
+
+Unknown keys are rejected in both places: a typo in a store's config must stop the
+service at start-up (``storeside-edge --check-config``), not silently fall back to a
+default in front of customers. Environment wins over the file so an installer can
+override one value (``STORESIDE_EDGE_MQTT__PORT=1884``) without editing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from edge.rules import RulesConfig
+from edge.visit import VisitConfig
+
+ENV_PREFIX = "STORESIDE_EDGE_"
+ENV_NESTED = "__"
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """Configuration that cannot run a store (message names the key)."""
+
+
+def _strict_dataclass(cls: type[T]) -> BeforeValidator:
+    """Validate a mapping into a frozen config dataclass, refusing unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a table for {cls.__name__}")
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ValueError(f"unknown key(s): {', '.join(unknown)}")
+        defaults = cls()
+        coerced = {
+            key: type(getattr(defaults, key))(val)
+            if not isinstance(getattr(defaults, key), tuple)
+            else tuple(val)
+            for key, val in value.items()
+        }
+        return cls(**coerced)
+
+    return BeforeValidator(convert)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = None  # default: storeside-edge-<store>
+    topic_prefix: str | None = None  # default: storeside/<chain>/<store>
+    keepalive_s: int = Field(30, ge=5, le=600)
+    session_expiry_s: int = Field(86_400, ge=0)
+    queue_size: int = Field(10_000, ge=10, le=1_000_000)
+    max_payload_bytes: int = Field(16_384, ge=256, le=1_048_576)
+    username: str | None = None
+    password: str | None = None
+
+
+class TokenSettings(_Section):
+    public_keys_dir: Path | None = None  # <kid>.pub PEM files from the hub
+    issuer: str = "storeside-hub"
+    leeway_s: float = Field(30.0, ge=0, le=600)
+
+
+class RankingSettings(_Section):
+    bundle_dir: Path | None = None  # default: the bundle shipped in models/default_bundle
+    intra_op_threads: int = Field(1, ge=1, le=8)
+    history_max_baskets: int = Field(50, ge=1, le=1000)
+    rules_pool: int = Field(40, ge=5, le=500)  # best-scored candidates the rules choose from
+    stats_window_days: int = Field(120, ge=1, le=3650)
+    stats_refresh_s: float = Field(300.0, ge=1)
+
+
+class EdgeSettings(BaseSettings):
+    """Everything one store's edge needs; see docs/operations.md for each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid", frozen=True
+    )
+
+    chain: str = Field("demo", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    store: str = Field("store-001", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    timezone: str = "UTC"
+    db_path: Path = Path("var/edge.db")
+    http: HttpSettings = HttpSettings()
+    mqtt: MqttSettings = MqttSettings()
+    tokens: TokenSettings = TokenSettings()
+    ranking: RankingSettings = RankingSettings()
+    visit: Annotated[VisitConfig, _strict_dataclass(VisitConfig)] = VisitConfig()
+    rules: Annotated[RulesConfig, _strict_dataclass(RulesConfig)] = RulesConfig()
+    tick_interval_s: float = Field(1.0, gt=0, le=60)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.mqtt.topic_prefix or f"storeside/{self.chain}/{self.store}"
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"storeside-edge-{self.store}"
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    known = set(EdgeSettings.model_fields)
+    for name in environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        top = name[len(ENV_PREFIX) :].split(ENV_NESTED, 1)[0].lower()
+        if top not in known:
+            raise SettingsError(f"unknown setting in environment: {name}")
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    _check_environment(environ)
+    source = EnvSettingsSource(
+        EdgeSettings, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED
+    )
+    source.env_vars = {k.lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    return dict(source())
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> EdgeSettings:
+    """Read the file (if any), apply the environment, then ``overrides``; validate once."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read {config_file}: {exc}") from exc
+    try:
+        data = _deep_merge(data, _from_environment(os.environ if environ is None else environ))
+        data = _deep_merge(data, overrides)
+        # model_validate skips BaseSettings' own source loading: the sources are merged here.
+        return EdgeSettings.model_validate(data)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
