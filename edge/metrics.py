@@ -66,6 +66,14 @@ class EdgeMetrics:
         self.mqtt_connected = Gauge(
             "storeside_mqtt_connected", "1 while connected to the broker", registry=r
         )
+        self.mqtt_connect_failures = Counter(
+            "storeside_mqtt_connect_failures_total",
+            "Broker connections refused (bad CONNACK / SUBACK) or unreachable", ["reason"],
+            registry=r,
+        )
+        self.mqtt_disconnects = Counter(
+            "storeside_mqtt_disconnects_total", "Broker connections lost or closed", registry=r
+        )
         self.sse_clients = Gauge(
             "storeside_sse_clients", "Tablets listening on the live stream", registry=r
         )
