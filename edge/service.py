@@ -117,7 +117,7 @@ class EdgeService:
         changes = self.tracker.apply(
             CheckinEvent(msg.event_id, claims.subject, now, claims.scopes)
         )
-        self._handle_changes(changes, now)
+        self._handle_changes(changes, now, msg.event_id)
         self.store.mark_processed(msg.event_id, "checkin", now)
         visit = self.tracker.get(claims.subject)
         visit_id = visit.visit_id if visit else None
@@ -126,12 +126,12 @@ class EdgeService:
     def on_geofence(self, msg: Any) -> None:
         now = self.clock()
         event = GeofenceEvent(msg.event_id, msg.subject, now, msg.transition)
-        self._handle_changes(self.tracker.apply(event), now)
+        self._handle_changes(self.tracker.apply(event), now, msg.event_id)
 
     def on_beacon(self, msg: Any) -> None:
         now = self.clock()
         event = BeaconEvent(msg.event_id, msg.subject, now, msg.zone, msg.rssi, msg.beacon_id)
-        self._handle_changes(self.tracker.apply(event), now)
+        self._handle_changes(self.tracker.apply(event), now, msg.event_id)
 
     def on_pos(self, msg: Any) -> bool:
         now = self.clock()
@@ -165,13 +165,13 @@ class EdgeService:
             return False
         visit = self.tracker.get(msg.subject)
         if visit is not None and visit.checked_in and msg.action in REFRESH_ACTIONS:
-            self.recommend(visit, "refresh", now, zone=visit.zone)
+            self.recommend(visit, "refresh", now, zone=visit.zone, cause=msg.event_id)
         return True
 
     def tick(self) -> None:
         """Timers: dwell thresholds, visit ends, token purge, statistics refresh."""
         now = self.clock()
-        self._handle_changes(self.tracker.tick(now), now)
+        self._handle_changes(self.tracker.tick(now), now, None)
         if now - self._last_housekeeping >= HOUSEKEEPING_EVERY_S:
             self._last_housekeeping = now
             self.store.purge_tokens(now)
@@ -192,15 +192,17 @@ class EdgeService:
 
     # -- visits → recommendations ---------------------------------------------------
 
-    def _handle_changes(self, changes: list[VisitChange], now: float) -> None:
+    def _handle_changes(
+        self, changes: list[VisitChange], now: float, cause: str | None
+    ) -> None:
         for change in changes:
             visit = change.visit
             if change.kind in ("visit_started", "checked_in", "visit_ended"):
                 self._save(visit)
             if change.kind == "checked_in":
-                self.recommend(visit, "checkin", now, zone=visit.zone)
+                self.recommend(visit, "checkin", now, zone=visit.zone, cause=cause)
             elif change.kind == "zone_dwell" and visit.checked_in:
-                self.recommend(visit, "zone_dwell", now, zone=change.zone)
+                self.recommend(visit, "zone_dwell", now, zone=change.zone, cause=cause)
             elif change.kind == "zone_left":
                 self.live.patch_card(visit.visit_id, zone=None, dwell_since=None)
             elif change.kind == "visit_ended":
@@ -217,7 +219,9 @@ class EdgeService:
             visit.checked_in,
         )
 
-    def recommend(self, visit: Visit, trigger: str, now: float, zone: str | None) -> Decision:
+    def recommend(
+        self, visit: Visit, trigger: str, now: float, zone: str | None, cause: str | None = None
+    ) -> Decision:
         """Rank, apply rules, log, deliver. Consent is checked here, on every call."""
         started = time.perf_counter()
         scopes = visit.scopes
@@ -272,6 +276,7 @@ class EdgeService:
             zone=zone,
             dwell_since=visit.zone_since if zone else None,
             trigger=trigger,
+            trigger_event_id=cause,
             source=ranked.source,
             model_version=ranked.model_version,
             decision=decision,
