@@ -1,0 +1,213 @@
+"""Numbered schema steps of the edge's SQLite file, applied at start-up.
+
+A store device is updated in place and keeps its SQLite file across software versions, so the
+schema is never "created" but migrated: every step has a number, runs in its own
+``BEGIN IMMEDIATE`` transaction together with the ``schema_version`` row that records it, and
+the version is re-read inside that transaction, so two processes starting at once (or a crash
+half-way) can neither skip nor repeat a step. Steps are append-only: never edit a released one.
+
+Subjects are pseudonymous ids (``m-<hex>``); no table holds a loyalty number.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+class SchemaError(RuntimeError):
+    """The file's schema is newer than this software knows (a downgrade), or a step failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_CORE = Migration(
+    1,
+    "profiles, purchases, aggregates, catalog, offers",
+    (
+        """CREATE TABLE profiles (
+            subject TEXT PRIMARY KEY,
+            first_name TEXT,
+            tier TEXT,
+            birthday TEXT,                      -- YYYY-MM-DD
+            preferences TEXT NOT NULL DEFAULT '{}',   -- JSON: sizes, brands, notes
+            consent TEXT NOT NULL DEFAULT '{}',       -- JSON {purpose: bool}
+            home_store TEXT,
+            updated_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+        # subject NULL = anonymous basket (still counts for store popularity).
+        """CREATE TABLE purchases (
+            id INTEGER PRIMARY KEY,
+            subject TEXT,
+            basket_id TEXT NOT NULL,
+            ts REAL NOT NULL,
+            product_id TEXT NOT NULL,
+            quantity REAL NOT NULL,
+            unit_price REAL,
+            category TEXT
+        )""",
+        "CREATE INDEX purchases_subject_ts ON purchases(subject, ts)",
+        "CREATE INDEX purchases_ts ON purchases(ts)",
+        """CREATE TABLE aggregates (
+            subject TEXT PRIMARY KEY,
+            baskets INTEGER NOT NULL,
+            total_spend REAL NOT NULL,
+            last_purchase_ts REAL,
+            updated_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE catalog (
+            product_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            category TEXT,
+            price REAL NOT NULL,
+            stock INTEGER NOT NULL,
+            zone TEXT,
+            updated_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE offers (
+            offer_id TEXT PRIMARY KEY,
+            product_id TEXT,
+            category TEXT,
+            discount_pct REAL NOT NULL,
+            valid_from REAL NOT NULL,
+            valid_to REAL NOT NULL
+        ) WITHOUT ROWID""",
+        # Small key/value table; catalog_version is the ranking cache key.
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT INTO meta(key, value) VALUES ('catalog_version', 0)",
+        # Triggers, not application code, bump the version, so no writer (bulk load, upsert,
+        # POS stock decrement, a manual fix) can change the catalog without invalidating.
+        """CREATE TRIGGER catalog_ins AFTER INSERT ON catalog BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'catalog_version'; END""",
+        """CREATE TRIGGER catalog_del AFTER DELETE ON catalog BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'catalog_version'; END""",
+        """CREATE TRIGGER catalog_upd AFTER UPDATE ON catalog
+            WHEN OLD.name IS NOT NEW.name OR OLD.category IS NOT NEW.category
+              OR OLD.price IS NOT NEW.price OR OLD.stock IS NOT NEW.stock
+              OR OLD.zone IS NOT NEW.zone OR OLD.product_id IS NOT NEW.product_id
+            BEGIN UPDATE meta SET value = value + 1 WHERE key = 'catalog_version'; END""",
+    ),
+)
+
+_EVENTS = Migration(
+    2,
+    "visits, impressions, feedback, processed events, tokens, outbox",
+    (
+        """CREATE TABLE visits (
+            visit_id TEXT PRIMARY KEY,
+            subject TEXT,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            zone TEXT,
+            confidence REAL NOT NULL,
+            checked_in INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX visits_subject ON visits(subject)",
+        """CREATE TABLE impressions (
+            id INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            visit_id TEXT NOT NULL,
+            subject TEXT,
+            product_id TEXT NOT NULL,
+            channel TEXT NOT NULL CHECK (channel IN ('staff', 'app')),
+            rank INTEGER NOT NULL,
+            score REAL NOT NULL,
+            relevance REAL NOT NULL,
+            reasons TEXT NOT NULL DEFAULT '[]',
+            ts REAL NOT NULL
+        )""",
+        "CREATE INDEX impressions_subject_ts ON impressions(subject, ts)",
+        "CREATE INDEX impressions_visit ON impressions(visit_id)",
+        """CREATE TABLE feedback (
+            event_id TEXT PRIMARY KEY,
+            subject TEXT NOT NULL,
+            visit_id TEXT,
+            product_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            channel TEXT NOT NULL CHECK (channel IN ('staff', 'app')),
+            ts REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX feedback_subject_ts ON feedback(subject, ts)",
+        "CREATE INDEX feedback_visit ON feedback(visit_id)",
+        """CREATE TABLE processed_events (
+            event_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            ts REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX processed_events_ts ON processed_events(ts)",
+        """CREATE TABLE seen_tokens (
+            token_id TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX seen_tokens_expires ON seen_tokens(expires_at)",
+        # subject is kept beside the payload so an erasure can drop queued events of a member.
+        """CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            subject TEXT,
+            payload TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX outbox_subject ON outbox(subject)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
+    """Bring the schema up to ``target`` (default: latest); returns the version reached.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``): each step manages its own
+    transaction. Re-running is a no-op.
+    """
+    if conn.isolation_level is not None:
+        raise SchemaError("migrate() needs a connection opened with isolation_level=None")
+    goal = LATEST_VERSION if target is None else target
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    found = current_version(conn)
+    if found > LATEST_VERSION:
+        raise SchemaError(
+            f"database schema version {found} is newer than this software ({LATEST_VERSION})"
+        )
+    for step in MIGRATIONS:
+        if step.version > goal:
+            break
+        if step.version <= found:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if current_version(conn) >= step.version:  # another process got there first
+                conn.execute("ROLLBACK")
+                continue
+            for statement in step.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version(version, name, applied_at) VALUES (?, ?, ?)",
+                (step.version, step.name, time.time()),
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise SchemaError(f"migration {step.version} ({step.name}) failed: {exc}") from exc
+        logger.info("schema migrated to version %d (%s)", step.version, step.name)
+    return current_version(conn)

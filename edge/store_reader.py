@@ -1,0 +1,238 @@
+"""Read-only access to the edge store, one connection per thread.
+
+WAL lets readers run beside the single writer without blocking it or being blocked, but an
+sqlite3 connection must not be shared between threads mid-statement, hence one ``EdgeReader``
+per thread (HTTP threads, the worker's own lookups). Every query here is the hot path of a
+check-in or an HTTP request, so it is plain ``sqlite3`` with an index behind each WHERE clause
+(tests check the query plans). Each SELECT runs in autocommit mode, i.e. sees everything
+committed before it started; multi-query reads (caps) take one snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from edge.store_rows import (
+    DISMISSED,
+    Aggregates,
+    CapCounts,
+    CatalogItem,
+    Impression,
+    Offer,
+    OutboxEvent,
+    Profile,
+    VisitRecord,
+)
+from models.transactions import Transaction
+
+PROFILE_SQL = (
+    "SELECT subject, first_name, tier, birthday, preferences, consent, home_store "
+    "FROM profiles WHERE subject = ?"
+)
+HISTORY_SQL = (
+    "SELECT basket_id, ts, product_id, quantity, unit_price, category FROM purchases "
+    "WHERE subject = ? ORDER BY ts DESC, id DESC"
+)
+VISIT_IMPRESSIONS_SQL = "SELECT product_id, channel, event_id FROM impressions WHERE visit_id = ?"
+VISIT_DISMISSED_SQL = (
+    "SELECT product_id FROM feedback WHERE visit_id = ? AND channel = 'staff' AND action = ?"
+)
+DAY_IMPRESSIONS_SQL = (
+    "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN channel = 'app' THEN event_id END) "
+    "FROM impressions WHERE subject = ? AND ts >= ?"
+)
+DAY_DISMISSED_SQL = (
+    "SELECT COUNT(*) FROM feedback WHERE subject = ? AND ts >= ? "
+    "AND channel = 'staff' AND action = ?"
+)
+ANONYMOUS_PREFIX = "anon:"
+
+
+def connect_readonly(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    uri = path.resolve().as_uri() + "?mode=ro"
+    # check_same_thread=False only so EdgeStore.close() can close it from another thread;
+    # it is used by the one thread that created it.
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class EdgeReader:
+    """Queries of one thread; obtain through ``EdgeStore.reader()``."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
+        self._conn = connect_readonly(path, busy_timeout_ms)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # ------------------------------------------------------------------ customers
+
+    def get_profile(self, subject: str) -> Profile | None:
+        row = self._conn.execute(PROFILE_SQL, (subject,)).fetchone()
+        if row is None:
+            return None
+        return Profile(
+            row[0], row[1], row[2], row[3], json.loads(row[4]), json.loads(row[5]), row[6]
+        )
+
+    def get_aggregates(self, subject: str) -> Aggregates | None:
+        row = self._conn.execute(
+            "SELECT subject, baskets, total_spend, last_purchase_ts FROM aggregates "
+            "WHERE subject = ?",
+            (subject,),
+        ).fetchone()
+        return None if row is None else Aggregates(row[0], row[1], row[2], row[3])
+
+    def purchase_history(self, subject: str, max_baskets: int = 50) -> list[Transaction]:
+        """The subject's last ``max_baskets`` baskets, oldest line first."""
+        out: list[Transaction] = []
+        if max_baskets <= 0:
+            return out
+        baskets: set[str] = set()
+        cursor = self._conn.execute(HISTORY_SQL, (subject,))
+        try:
+            for basket_id, ts, product_id, quantity, unit_price, category in cursor:
+                if basket_id not in baskets:
+                    if len(baskets) == max_baskets:
+                        break
+                    baskets.add(basket_id)
+                out.append(
+                    Transaction(
+                        subject, basket_id, ts, product_id, quantity, unit_price, category, None
+                    )
+                )
+        finally:
+            cursor.close()  # ends the read snapshot even when we stop early
+        out.reverse()
+        return out
+
+    def all_purchases(self, since_ts: float | None = None) -> list[Transaction]:
+        """Every purchase line (for item statistics), oldest first.
+
+        Anonymous baskets get ``customer_id = "anon:<basket_id>"``: each is an unknown
+        customer of its own, so distinct-customer counts stay honest.
+        """
+        sql = (
+            "SELECT subject, basket_id, ts, product_id, quantity, unit_price, category "
+            "FROM purchases"
+        )
+        params: tuple[float, ...] = ()
+        if since_ts is not None:
+            sql += " WHERE ts >= ?"
+            params = (since_ts,)
+        rows = self._conn.execute(sql + " ORDER BY ts, id", params).fetchall()
+        return [
+            Transaction(
+                subject if subject is not None else ANONYMOUS_PREFIX + basket_id,
+                basket_id, ts, product_id, quantity, unit_price, category, None,
+            )
+            for subject, basket_id, ts, product_id, quantity, unit_price, category in rows
+        ]
+
+    # ------------------------------------------------------------------ catalog, offers
+
+    def catalog(self) -> list[CatalogItem]:
+        rows = self._conn.execute(
+            "SELECT product_id, name, category, price, stock, zone FROM catalog "
+            "ORDER BY product_id"
+        ).fetchall()
+        return [CatalogItem(*row) for row in rows]
+
+    def catalog_version(self) -> int:
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE key = 'catalog_version'"
+        ).fetchone()
+        return int(row[0])
+
+    def active_offers(self, now: float) -> list[Offer]:
+        rows = self._conn.execute(
+            "SELECT offer_id, product_id, category, discount_pct, valid_from, valid_to "
+            "FROM offers WHERE valid_from <= ? AND valid_to > ? ORDER BY offer_id",
+            (now, now),
+        ).fetchall()
+        return [Offer(*row) for row in rows]
+
+    # ------------------------------------------------------------------ visits, caps
+
+    def cap_counts(self, subject: str, visit_id: str, day_start_ts: float) -> CapCounts:
+        conn = self._conn
+        conn.execute("BEGIN")  # one snapshot for the four queries
+        try:
+            shown: dict[str, int] = {}
+            app_events: set[str] = set()
+            for product_id, channel, event_id in conn.execute(
+                VISIT_IMPRESSIONS_SQL, (visit_id,)
+            ):
+                shown[product_id] = shown.get(product_id, 0) + 1
+                if channel == "app":
+                    app_events.add(event_id)
+            dismissed = [r[0] for r in conn.execute(VISIT_DISMISSED_SQL, (visit_id, DISMISSED))]
+            for product_id in dismissed:
+                shown[product_id] = shown.get(product_id, 0) + 1
+            today, app_today = conn.execute(DAY_IMPRESSIONS_SQL, (subject, day_start_ts)).fetchone()
+            (dismissed_today,) = conn.execute(
+                DAY_DISMISSED_SQL, (subject, day_start_ts, DISMISSED)
+            ).fetchone()
+        finally:
+            conn.execute("COMMIT")
+        return CapCounts(
+            shown_in_visit=shown,
+            dismissed_in_visit=frozenset(dismissed),
+            impressions_today=int(today) + int(dismissed_today),
+            app_offers_today=int(app_today),
+            app_offers_in_visit=len(app_events),
+        )
+
+    def visit(self, visit_id: str) -> VisitRecord | None:
+        row = self._conn.execute(
+            "SELECT visit_id, subject, started_at, ended_at, zone, confidence, checked_in "
+            "FROM visits WHERE visit_id = ?",
+            (visit_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return VisitRecord(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+
+    def visit_impressions(self, visit_id: str) -> list[Impression]:
+        """What was recommended in a visit, in the order it was logged."""
+        rows = self._conn.execute(
+            "SELECT event_id, visit_id, subject, product_id, channel, rank, score, relevance, "
+            "reasons, ts FROM impressions WHERE visit_id = ? ORDER BY id",
+            (visit_id,),
+        ).fetchall()
+        return [
+            Impression(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ events, outbox
+
+    def is_processed(self, event_id: str) -> bool:
+        return (
+            self._conn.execute(
+                "SELECT 1 FROM processed_events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            is not None
+        )
+
+    def live_tokens(self, now: float) -> list[tuple[str, float]]:
+        rows = self._conn.execute(
+            "SELECT token_id, expires_at FROM seen_tokens WHERE expires_at > ? "
+            "ORDER BY expires_at, token_id",
+            (now,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def outbox_pending(self, limit: int = 500) -> list[OutboxEvent]:
+        rows = self._conn.execute(
+            "SELECT seq, event_id, kind, payload, created_at FROM outbox ORDER BY seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [OutboxEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    def outbox_count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
