@@ -329,6 +329,14 @@ def test_outbox_queue_ack_and_count(store: EdgeStore) -> None:
     assert [e.event_id for e in store.outbox_pending()] == ["e3", "e4"]
 
 
+def test_failed_transaction_rolls_back_and_store_stays_usable(store: EdgeStore) -> None:
+    with pytest.raises(RuntimeError), store._write() as conn:
+        conn.execute("INSERT INTO seen_tokens VALUES ('half', 1)")
+        raise RuntimeError("crash mid-transaction")
+    assert store.live_tokens(0) == []
+    assert store.remember_token("half", 1) and store.live_tokens(0) == [("half", 1)]
+
+
 # ---------------------------------------------------------------- erasure
 
 
