@@ -386,7 +386,7 @@ def check_invariants(t: VisitTracker, out: list[tuple], config: VisitConfig = CF
         assert v is None or 0.0 <= v.confidence <= 1.0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(events(), st.randoms(use_true_random=False))
 def test_random_streams_keep_the_invariants(ops: list[object], rnd) -> None:
     ordered = sorted(ops, key=lambda o: o[1] if isinstance(o, tuple) else o.ts)  # type: ignore
@@ -398,7 +398,7 @@ def test_random_streams_keep_the_invariants(ops: list[object], rnd) -> None:
     check_invariants(t, out)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(events(), st.data())
 def test_duplicates_change_nothing(ops: list[object], data: st.DataObject) -> None:
     _, expected = run(ops)
@@ -418,7 +418,7 @@ def test_duplicates_change_nothing(ops: list[object], data: st.DataObject) -> No
     assert [t.get(s) for s in SUBJECTS] == [t_again.get(s) for s in SUBJECTS]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(st.lists(st.tuples(st.floats(0.1, 19.9), st.sampled_from(ZONES),
                           st.floats(-80, -70, exclude_max=True)), max_size=60))
 def test_rssi_between_thresholds_never_flips_the_zone(readings) -> None:
@@ -434,7 +434,7 @@ def test_rssi_between_thresholds_never_flips_the_zone(readings) -> None:
         assert t.get("s").zone == "dairy"  # type: ignore[union-attr]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(st.floats(0, 1000), st.floats(0, 200), st.lists(st.floats(0, 1), max_size=20))
 def test_exit_ends_the_visit_only_after_grace(exit_at: float, back_after: float,
                                              ticks: list[float]) -> None:
