@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,6 +71,21 @@ def _encode(payload: Mapping[str, Any] | bytes) -> bytes:
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class _QuietStop(logging.Filter):
+    """paho 2.2 logs an ERROR ("Client is not connected") from its loop after every
+    clean disconnect; on our own stop that is noise, not an incident."""
+
+    def __init__(self, bridge: MqttBridge) -> None:
+        super().__init__()
+        self._bridge = weakref.ref(bridge)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        bridge = self._bridge()
+        if bridge is None or not bridge._stopping:
+            return True
+        return not str(record.msg).startswith("Client is not conn")
 
 
 class MqttBridge:
@@ -130,7 +146,9 @@ class MqttBridge:
             manual_ack=True,
         )
         client.suppress_exceptions = True  # a bug in a callback must not kill the loop
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        paho_logger = logging.getLogger(f"{__name__}.paho.{client_id}")
+        paho_logger.addFilter(_QuietStop(self))
+        client.enable_logger(paho_logger)
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(max_queued_out)
         if tls is not None:
