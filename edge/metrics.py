@@ -37,6 +37,11 @@ class EdgeMetrics:
             "storeside_queue_dropped_total", "Lossy (QoS 0) messages dropped on a full queue",
             ["kind"], registry=r,
         )
+        self.queue_deferred = Counter(
+            "storeside_queue_deferred_total",
+            "QoS 1 messages refused by a full queue, left un-acked for redelivery", ["kind"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "storeside_queue_depth", "Messages waiting for the worker", registry=r
         )

@@ -352,7 +352,9 @@ class MqttBridge:
                     dropped = self._dropped[kind] = self.metrics.queue_dropped.labels(kind)
                 dropped.inc()
             else:
-                # Not acked: the broker resends it after the next reconnect.
+                # Only possible when the broker overshoots our Receive Maximum (Mosquitto
+                # 2.0.11 does, see docs/mqtt.md). Not acked: resent after a reconnect.
+                self.metrics.queue_deferred.labels(kind).inc()
                 logger.error("hand-off queue refused QoS %d %s: left un-acked", message.qos, kind)
         except Exception:
             logger.exception("dropping a delivery the bridge could not route")

@@ -362,6 +362,33 @@ def test_acks_are_withheld_until_ack_and_unacked_messages_come_back(
     assert ids == ["m1", "m1", "m2", "m3"]  # acked ones were not redelivered
 
 
+def test_receive_maximum_caps_unacked_messages_in_flight(
+    topics: Topics, edges: Callable[..., Edge], clients: Callable[..., Client]
+) -> None:
+    edge = edges(topics, queue_size=4, manual=True, start_worker=False)
+    assert edge.bridge.receive_maximum == 2
+    app = clients()
+    for i in range(5):
+        app.send(topics.geofence(SUBJECT), geofence(f"q{i}"))
+    app.send(topics.beacon(SUBJECT), beacon("marker"), qos=0)  # QoS 0 is not capped
+
+    def qos1() -> list[Inbound]:
+        return [i for i in edge.seen if i.qos == 1]
+
+    wait_until(lambda: any(i.kind == "beacon" for i in edge.seen))
+    assert len(qos1()) == 2  # the broker holds the rest until we ack
+    # Mosquitto 2.0.11 widens the window after acks (two messages per PUBACK), so only
+    # the first window is asserted; the dispatcher's hard limit covers the overshoot.
+    acked: set[int] = set()
+    while len(qos1()) < 5:
+        for inbound in [i for i in qos1() if i.mid not in acked]:
+            acked.add(inbound.mid)
+            edge.bridge.ack(inbound)
+        done = len(acked)
+        wait_until(lambda done=done: len(qos1()) > done or len(qos1()) == 5)
+    assert [json.loads(i.payload)["event_id"] for i in qos1()] == [f"q{i}" for i in range(5)]
+
+
 def test_malformed_payloads_are_counted_dead_letters_and_the_worker_goes_on(
     topics: Topics, edges: Callable[..., Edge], clients: Callable[..., Client]
 ) -> None:
