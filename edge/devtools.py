@@ -106,6 +106,7 @@ class MqttProbe:
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
+        self._pending: list[mqtt.MQTTMessageInfo] = []
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id or f"probe-{time.monotonic_ns()}",
@@ -148,13 +149,23 @@ class MqttProbe:
             raise TimeoutError("probe did not connect/subscribe")
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Disconnect after everything published so far reached the broker."""
+        self.flush(timeout)
         self.client.disconnect()
         self.client.loop_stop()
 
+    def flush(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for info in self._pending:
+            info.wait_for_publish(max(0.01, deadline - time.monotonic()))
+        self._pending.clear()
+
     def publish(self, topic: str, payload: Any, qos: int = 1) -> None:
         data = payload if isinstance(payload, bytes | str) else json.dumps(payload)
-        self.client.publish(topic, data, qos=qos)
+        info = self.client.publish(topic, data, qos=qos)
+        if qos > 0:
+            self._pending.append(info)
 
     def wait_for(
         self, predicate: Callable[[Received], bool], timeout: float = 5.0

@@ -20,11 +20,10 @@ from edge.live import LiveHub
 from edge.metrics import EdgeMetrics
 from edge.mqtt import MqttBridge
 from edge.ranking import Ranker
-from edge.service import EdgeService
+from edge.service import CheckinRefused, EdgeService
 from edge.settings import EdgeSettings
 from edge.store import EdgeStore
 from edge.tokens import ReplayGuard, TokenVerifier
-from edge.topics import Topics
 from edge.visit import VisitTracker
 
 logger = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ class EdgeRuntime:
         settings.db_path.parent.mkdir(parents=True, exist_ok=True)
         store = EdgeStore(settings.db_path)
         now = clock()
-        guard = ReplayGuard()
+        guard = ReplayGuard(margin_s=max(30.0, settings.tokens.leeway_s))
         guard.load(store.live_tokens(now), now)
         verifier = TokenVerifier(
             load_public_keys(settings.tokens.public_keys_dir),
@@ -79,7 +78,7 @@ class EdgeRuntime:
         ranker = Ranker(
             metrics, settings.ranking.bundle_dir, threads=settings.ranking.intra_op_threads
         )
-        topics = Topics(settings.topic_prefix)
+        topics = settings.topics()
         bridge: MqttBridge | None = None
         publish = _offline_publish
         if connect_mqtt:
@@ -95,6 +94,7 @@ class EdgeRuntime:
                 password=settings.mqtt.password,
                 max_payload_bytes=settings.mqtt.max_payload_bytes,
                 queue_size=settings.mqtt.queue_size,
+                status_fields=lambda: {"model_version": ranker.model_version},
             )
             publish = _publisher(bridge)
         service = EdgeService(
@@ -114,9 +114,11 @@ class EdgeRuntime:
             metrics=metrics,
             queue_size=settings.mqtt.queue_size,
             on_done=bridge.ack if bridge is not None else None,
+            on_dead_letter=bridge.publish_dead_letter if bridge is not None else None,
             tick=service.tick,
             tick_interval_s=settings.tick_interval_s,
             max_payload_bytes=settings.mqtt.max_payload_bytes,
+            rejections=(CheckinRefused,),
         )
         dispatcher.start()
         if bridge is not None:
@@ -149,8 +151,9 @@ class EdgeRuntime:
             "mqtt_connected": connected,
             "model_version": self.ranker.model_version,
             "model_error": self.ranker.degraded_reason,
+            "worker_alive": self.dispatcher.running,
             "queue_depth": self.dispatcher.depth,
-            "outbox_pending": self.store.outbox_count(),
+            "outbox_pending": self.store.reader().outbox_count(),
             "active_visits": len(self.service.tracker.active()),
             "uptime_s": round(time.time() - self.started_at, 1),
         }

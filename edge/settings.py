@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from edge.rules import RulesConfig
+from edge.topics import DEFAULT_PREFIX, Topics
 from edge.visit import VisitConfig
 
 ENV_PREFIX = "STORESIDE_EDGE_"
@@ -49,15 +50,17 @@ def _strict_dataclass(cls: type[T]) -> BeforeValidator:
         if unknown:
             raise ValueError(f"unknown key(s): {', '.join(unknown)}")
         defaults = cls()
-        coerced = {
-            key: type(getattr(defaults, key))(val)
-            if not isinstance(getattr(defaults, key), tuple)
-            else tuple(val)
-            for key, val in value.items()
-        }
-        return cls(**coerced)
+        return cls(**{key: _coerce(getattr(defaults, key), val) for key, val in value.items()})
 
     return BeforeValidator(convert)
+
+
+def _coerce(default: Any, value: Any) -> Any:
+    """A file gives typed values, the environment strings ("21,8" for a pair)."""
+    if isinstance(default, tuple):
+        items = value.strip("[]() ").split(",") if isinstance(value, str) else value
+        return tuple(type(d)(v) for d, v in zip(default, items, strict=True))
+    return type(default)(value)
 
 
 class _Section(BaseModel):
@@ -73,7 +76,7 @@ class MqttSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     client_id: str | None = None  # default: storeside-edge-<store>
-    topic_prefix: str | None = None  # default: storeside/<chain>/<store>
+    topic_prefix: str | None = None  # default: storeside/{chain}/{store}
     keepalive_s: int = Field(30, ge=5, le=600)
     session_expiry_s: int = Field(86_400, ge=0)
     queue_size: int = Field(10_000, ge=10, le=1_000_000)
@@ -127,9 +130,8 @@ class EdgeSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
-    @property
-    def topic_prefix(self) -> str:
-        return self.mqtt.topic_prefix or f"storeside/{self.chain}/{self.store}"
+    def topics(self) -> Topics:
+        return Topics(self.chain, self.store, prefix=self.mqtt.topic_prefix or DEFAULT_PREFIX)
 
     @property
     def mqtt_client_id(self) -> str:

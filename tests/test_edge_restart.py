@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge.broker import PrivateBroker
 from edge.devtools import EdgeProcess, MqttProbe, wait_until
+from edge.store import EdgeStore
 from tests.edge_env import make_env, new_id
 
 BASKETS = 300
@@ -15,14 +16,15 @@ BASKETS = 300
 
 def outbox_pos_events(db: Path) -> list[str]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return [row[0] for row in conn.execute("SELECT event_id FROM outbox WHERE kind = 'pos'")]
+        return [row[0] for row in conn.execute("SELECT event_id FROM outbox WHERE kind = 'pos_basket'")]
 
 
 def test_kill_and_restart_loses_nothing_from_the_outbox(
     tmp_path: Path, tafeng_zip: Path, fresh_broker: PrivateBroker
 ) -> None:
     env = make_env(tmp_path, tafeng_zip, fresh_broker.port, n_products=100, n_members=10)
-    products = [f for f in env.seed.product_ids[:20]]
+    with EdgeStore(env.settings.db_path) as store:
+        products = [item.product_id for item in store.catalog()[:20]]
     sent = [new_id() for _ in range(BASKETS)]
     edge = EdgeProcess(env.settings, tmp_path).start()
     try:
