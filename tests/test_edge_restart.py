@@ -16,7 +16,8 @@ BASKETS = 300
 
 def outbox_pos_events(db: Path) -> list[str]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return [row[0] for row in conn.execute("SELECT event_id FROM outbox WHERE kind = 'pos_basket'")]
+        rows = conn.execute("SELECT event_id FROM outbox WHERE kind = 'pos_basket'")
+        return [row[0] for row in rows]
 
 
 def test_kill_and_restart_loses_nothing_from_the_outbox(
