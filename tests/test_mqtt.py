@@ -484,3 +484,14 @@ def test_an_unreachable_broker_times_out(topics: Topics) -> None:
     with pytest.raises(TimeoutError):
         bridge.start(timeout=0.5)
     assert sample(metrics, "storeside_mqtt_connect_failures_total", reason="unreachable") >= 1
+
+
+def test_bench_mqtt_hop_smoke() -> None:
+    """The benchmark runs and its last line is the JSON the report quotes."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_mqtt_hop"), "--quick"],
+        capture_output=True, text=True, timeout=120, check=True, cwd=REPO,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["hop_samples"] == 200 and 0 < result["hop_p50_ms"] <= result["hop_p99_ms"]
+    assert result["qos0_steps"][0]["lost"] == 0 and result["qos0_max_rate_0_loss"] > 0
