@@ -254,3 +254,38 @@ def _unsuggested_items(edge: EmbeddedEdge, avoid: list[str], n: int) -> list[str
     items = edge.runtime.store.catalog()
     picked = [i.product_id for i in items if i.stock > 5 and i.product_id not in avoid]
     return picked[-n:]
+
+
+def test_zone_dwell_reranks_with_that_zones_items(edge, env, probe) -> None:
+    subject = env.seed.subjects[12]
+    check_in(env, probe, subject)
+    zone = "dairy"
+    for i in range(3):
+        probe.publish(
+            env.topics.beacon(subject),
+            {"v": 1, "event_id": new_id(), "ts": time.time(), "subject": subject,
+             "zone": zone, "beacon_id": f"b{i}", "rssi": -60},
+            qos=0,
+        )
+    dwell = probe.wait_for(
+        lambda r: staff_for(subject)(r) and r.payload["trigger"] == "zone_dwell", 10
+    ).payload
+    assert dwell["zone"] == zone
+    assert dwell["suggestions"]
+    assert {s["zone"] for s in dwell["suggestions"]} == {zone}
+
+
+def test_ops_endpoints_and_openapi(edge, env) -> None:
+    assert httpx.get(f"{edge.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{edge.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["mqtt_connected"] is True
+    status = httpx.get(f"{edge.url}/v1/status").json()
+    assert status["state"] == "online" and status["model_version"]
+    spec = httpx.get(f"{edge.url}/openapi.json").json()
+    for path in ("/v1/checkin", "/v1/feedback", "/v1/pos", "/v1/stream", "/metrics"):
+        assert path in spec["paths"]
+    assert httpx.get(f"{edge.url}/v1/visits/nope/recommendations").status_code == 404
+    bad = httpx.post(f"{edge.url}/v1/feedback", json={"v": 1, "event_id": "x"})
+    assert bad.status_code == 422 and bad.json()["detail"]["reason"] == "invalid"
+    big = httpx.post(f"{edge.url}/v1/pos", content=b"x" * 100_000)
+    assert big.status_code == 413
