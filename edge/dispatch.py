@@ -24,11 +24,11 @@ from typing import Any
 
 from edge.messages import (
     MAX_PAYLOAD_BYTES,
-    RECEIVE_MAXIMUM,
     DeadLetter,
     Inbound,
     parse_inbound,
     payload_head,
+    receive_maximum_for,
 )
 from edge.metrics import EdgeMetrics
 
@@ -67,7 +67,7 @@ class Dispatcher:
         metrics: EdgeMetrics,
         queue_size: int = 10_000,
         on_done: Callable[[Inbound], None] | None = None,
-        reserved: int = RECEIVE_MAXIMUM,
+        reserved: int | None = None,
         on_dead_letter: Callable[[Inbound, DeadLetter], None] | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         tick: TickFn | None = None,
@@ -77,6 +77,8 @@ class Dispatcher:
         """``rejections``: exception types a handler raises for an expected refusal it
         has already counted (e.g. a refused token): logged without traceback, not a
         dead letter. A handler may also raise DeadLetter to count it under its reason."""
+        if reserved is None:
+            reserved = receive_maximum_for(queue_size)  # what the bridge announces
         if not 0 <= reserved < queue_size:
             raise ValueError("need 0 <= reserved < queue_size (reserve >= Receive Maximum)")
         self.handlers = dict(handlers)

@@ -26,6 +26,17 @@ MAX_PAYLOAD_BYTES: Final = 16_384
 # messages in flight to us than this, so the hand-off queue reserves this many slots.
 RECEIVE_MAXIMUM: Final = 1_000
 
+
+
+def receive_maximum_for(queue_size: int | None, requested: int = RECEIVE_MAXIMUM) -> int:
+    """The Receive Maximum a hand-off queue of ``queue_size`` can always absorb (at most
+    half of it, the rest is for lossy QoS 0 traffic). Bridge and dispatcher both use it,
+    so the reserve always matches what the broker may have in flight."""
+    if queue_size is None:
+        return requested
+    return max(1, min(requested, queue_size // 2))
+
+
 # Pseudonymous subject: also a topic level, so never '/', '+', '#' or whitespace.
 SUBJECT_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$"
 ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"

@@ -35,7 +35,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge.messages import MAX_PAYLOAD_BYTES, RECEIVE_MAXIMUM, DeadLetter, Inbound, build_status
+from edge.messages import (
+    MAX_PAYLOAD_BYTES,
+    RECEIVE_MAXIMUM,
+    DeadLetter,
+    Inbound,
+    build_status,
+    receive_maximum_for,
+)
 from edge.messages import build_dead_letter as _build_dead_letter
 from edge.metrics import EdgeMetrics
 from edge.topics import Topics
@@ -115,9 +122,8 @@ class MqttBridge:
     ) -> None:
         if not client_id:
             raise ValueError("a persistent session needs a fixed client_id")
-        if queue_size is not None:
-            # The dispatcher must be able to hold every un-acked QoS 1 message.
-            receive_maximum = min(receive_maximum, max(1, queue_size // 2))
+        # The dispatcher must be able to hold every un-acked QoS 1 message.
+        receive_maximum = receive_maximum_for(queue_size, receive_maximum)
         if not 1 <= receive_maximum <= 65_535:
             raise ValueError("receive_maximum must be 1..65535")
         self.host, self.port, self.client_id = host, port, client_id

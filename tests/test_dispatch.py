@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from edge.dispatch import Dispatcher, QueueFull
-from edge.messages import DeadLetter, GeofenceMsg, Inbound
+from edge.messages import DeadLetter, GeofenceMsg, Inbound, receive_maximum_for
 from edge.metrics import EdgeMetrics
 
 TS = 1_780_000_000.0
@@ -213,6 +213,14 @@ def test_qos0_has_a_lower_limit_so_reserved_slots_stay_free_for_qos1(
 def test_reserve_must_leave_room(metrics: EdgeMetrics) -> None:
     with pytest.raises(ValueError, match="reserved"):
         Dispatcher({}, metrics=metrics, queue_size=100, reserved=100)
+
+
+def test_default_reserve_matches_the_receive_maximum_the_bridge_announces(
+    metrics: EdgeMetrics,
+) -> None:
+    assert Dispatcher({}, metrics=metrics).reserved == receive_maximum_for(10_000) == 1_000
+    assert Dispatcher({}, metrics=metrics, queue_size=10).reserved == receive_maximum_for(10)
+    assert receive_maximum_for(10) == 5
 
 
 def test_call_runs_on_the_worker_and_returns_or_raises(
