@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,8 @@ class Ranker:
         context: Context,
         pool: int,
     ) -> Ranked:
-        """Score ``items`` for this customer; keep the ``pool`` best with their reasons."""
+        """Score ``items`` for this customer; keep the ``pool`` best (reasons come later,
+        only for what the rules pick: explaining is the costly part per item)."""
         if not items:
             return Ranked([], "popular" if self.bundle is None else "model", self.model_version)
         with self._lock:
@@ -111,27 +112,41 @@ class Ranker:
             scores = np.array([popularity.get(pid, 0.0) for pid in ids], dtype=np.float32)
             relevance = np.zeros_like(scores)
         best = _top_indices(scores, pool)
-        candidates = []
-        for index in best:
-            item = items[index]
-            if source == "model":
-                reasons = tuple(explain(history, item.product_id, stats, context))
-            else:
-                reasons = (POPULAR_REASON,) if popularity.get(item.product_id) else ()
-            candidates.append(
-                Candidate(
-                    product_id=item.product_id,
-                    name=item.name,
-                    category=item.category,
-                    price=item.price,
-                    stock=item.stock,
-                    zone=item.zone,
-                    score=float(scores[index]),
-                    relevance=float(relevance[index]),
-                    reasons=reasons,
-                )
+        candidates = [
+            Candidate(
+                product_id=items[i].product_id,
+                name=items[i].name,
+                category=items[i].category,
+                price=items[i].price,
+                stock=items[i].stock,
+                zone=items[i].zone,
+                score=float(scores[i]),
+                relevance=float(relevance[i]),
+                reasons=(),
             )
+            for i in best
+        ]
         return Ranked(candidates, source, self.model_version if source == "model" else None)
+
+
+    def explained(
+        self,
+        candidates: Sequence[Candidate],
+        history: CustomerHistory,
+        context: Context,
+        source: str,
+    ) -> list[Candidate]:
+        """The same candidates with their reasons ("bought 4 times…", "popular here…")."""
+        with self._lock:
+            stats, popularity = self._stats, self._popularity
+        out = []
+        for c in candidates:
+            if source == "model":
+                reasons = tuple(explain(history, c.product_id, stats, context))
+            else:
+                reasons = (POPULAR_REASON,) if popularity.get(c.product_id) else ()
+            out.append(replace(c, reasons=reasons))
+        return out
 
 
 def _top_indices(scores: np.ndarray, k: int) -> list[int]:

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -264,22 +264,29 @@ class EdgeService:
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         counts = self.store.cap_counts(visit.subject, visit.visit_id, day_start)
         personal = history is not EMPTY_HISTORY
-        decision = decide(
-            ranked.candidates,
-            CustomerContext(
-                scopes=scopes,
-                typical_basket_value=history.typical_basket_value if personal else None,
-                typical_item_price=history.typical_item_price if personal else None,
-            ),
-            CapState(
-                shown_in_visit=counts.shown_in_visit,
-                dismissed_in_visit=counts.dismissed_in_visit,
-                impressions_today=counts.impressions_today,
-                app_offers_today=counts.app_offers_today,
-                app_offers_in_visit=counts.app_offers_in_visit,
-            ),
-            self.settings.rules,
-            local.hour,
+        customer = CustomerContext(
+            scopes=scopes,
+            typical_basket_value=history.typical_basket_value if personal else None,
+            typical_item_price=history.typical_item_price if personal else None,
+        )
+        caps = CapState(
+            shown_in_visit=counts.shown_in_visit,
+            dismissed_in_visit=counts.dismissed_in_visit,
+            impressions_today=counts.impressions_today,
+            app_offers_today=counts.app_offers_today,
+            app_offers_in_visit=counts.app_offers_in_visit,
+        )
+        hour = local.hour
+        chosen = decide(ranked.candidates, customer, caps, self.settings.rules, hour)
+        # Reasons only for what the rules chose; deciding again on exactly those picks
+        # the same items and lets the rules filter the reasons by consent.
+        picked = {s.product_id for s in chosen.staff}
+        explained = self.ranker.explained(
+            [c for c in ranked.candidates if c.product_id in picked], history, context,
+            ranked.source,
+        )
+        decision = replace(
+            decide(explained, customer, caps, self.settings.rules, hour), dropped=chosen.dropped
         )
         event_id = uuid.uuid4().hex
         card = cards.staff_card(
