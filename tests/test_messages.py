@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,9 +29,11 @@ from edge.messages import (
     build_status,
     parse_inbound,
 )
+from edge.topics import Topics
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "mqtt.md"
 TS = 1_780_000_000.5
+SUBJECT = "cust-001"
 TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJjdXN0LTAwMSJ9.c2lnbmF0dXJlLWJ5dGVz"
 
 VALID: dict[str, dict[str, Any]] = {
@@ -307,3 +310,54 @@ def test_documented_outbound_examples_have_the_builders_fields() -> None:
         assert set(examples[name]) == set(payload), name
     status = examples["status"]
     assert set(build_status("online")) <= set(status)
+
+
+# ------------------------------------------------------------------------- topic tree
+
+
+def test_topic_tree_and_routing() -> None:
+    topics = Topics("acme", "s042")
+    assert topics.prefix == "storeside/acme/s042"
+    assert Topics("storeside/acme/s042").prefix == topics.prefix
+    assert Topics("acme", "s042", prefix="chains/{chain}/stores/{store}").prefix == (
+        "chains/acme/stores/s042"
+    )
+    assert topics.checkin(SUBJECT) == "storeside/acme/s042/in/app/cust-001/checkin"
+    assert topics.app_offers(SUBJECT) == "storeside/acme/s042/app/cust-001/offers"
+    assert topics.staff_recommendations == "storeside/acme/s042/staff/recommendations"
+    assert (topics.status, topics.dead_letters) == (
+        "storeside/acme/s042/status", "storeside/acme/s042/deadletter"
+    )
+    routed = {
+        topics.checkin(SUBJECT): ("checkin", SUBJECT),
+        topics.geofence(SUBJECT): ("geofence", SUBJECT),
+        topics.beacon(SUBJECT): ("beacon", SUBJECT),
+        topics.feedback(SUBJECT): ("feedback", SUBJECT),
+        topics.feedback(): ("feedback", None),
+        topics.pos: ("pos", None),
+    }
+    for topic, expected in routed.items():
+        assert topics.route(topic) == expected
+        assert topics.kind_of(topic) == expected[0]
+        assert any(mqtt.topic_matches_sub(f, topic) for f, _ in topics.subscriptions())
+    for stray in (
+        topics.staff_recommendations, topics.status, topics.app_offers(SUBJECT),
+        "storeside/acme/s042/in/app/cust-001/pos", "storeside/acme/s042/in/app/x/checkin",
+        "storeside/acme/s042/in/app/cust-001/checkin/extra", "storeside/other/s042/in/pos",
+    ):
+        assert topics.kind_of(stray) is None, stray
+    assert dict(topics.subscriptions())[f"{topics.prefix}/in/app/+/beacon"] == 0
+
+
+@pytest.mark.parametrize("bad", ["a/b", "", "a+", "#"])
+def test_topic_levels_are_validated(bad: str) -> None:
+    with pytest.raises(ValueError):
+        Topics(bad, "s1")
+    with pytest.raises(ValueError):
+        Topics("acme", "s1").checkin(bad)
+
+
+def test_bad_prefixes_are_refused() -> None:
+    for prefix in ("/abs", "trailing/", "a//b", "a/+/b", "a/#"):
+        with pytest.raises(ValueError):
+            Topics(prefix)

@@ -32,57 +32,6 @@ TS = 1_780_000_000.0
 SUBJECT = "cust-001"
 
 
-# ------------------------------------------------------------------- pure: topic tree
-
-
-def test_topic_tree_and_routing() -> None:
-    topics = Topics("acme", "s042")
-    assert topics.prefix == "storeside/acme/s042"
-    assert Topics("storeside/acme/s042").prefix == topics.prefix
-    assert Topics("acme", "s042", prefix="chains/{chain}/stores/{store}").prefix == (
-        "chains/acme/stores/s042"
-    )
-    assert topics.checkin(SUBJECT) == "storeside/acme/s042/in/app/cust-001/checkin"
-    assert topics.app_offers(SUBJECT) == "storeside/acme/s042/app/cust-001/offers"
-    assert topics.staff_recommendations == "storeside/acme/s042/staff/recommendations"
-    assert (topics.status, topics.dead_letters) == (
-        "storeside/acme/s042/status", "storeside/acme/s042/deadletter"
-    )
-    routed = {
-        topics.checkin(SUBJECT): ("checkin", SUBJECT),
-        topics.geofence(SUBJECT): ("geofence", SUBJECT),
-        topics.beacon(SUBJECT): ("beacon", SUBJECT),
-        topics.feedback(SUBJECT): ("feedback", SUBJECT),
-        topics.feedback(): ("feedback", None),
-        topics.pos: ("pos", None),
-    }
-    for topic, expected in routed.items():
-        assert topics.route(topic) == expected
-        assert topics.kind_of(topic) == expected[0]
-        assert any(mqtt.topic_matches_sub(f, topic) for f, _ in topics.subscriptions())
-    for stray in (
-        topics.staff_recommendations, topics.status, topics.app_offers(SUBJECT),
-        "storeside/acme/s042/in/app/cust-001/pos", "storeside/acme/s042/in/app/x/checkin",
-        "storeside/acme/s042/in/app/cust-001/checkin/extra", "storeside/other/s042/in/pos",
-    ):
-        assert topics.kind_of(stray) is None, stray
-    assert dict(topics.subscriptions())[f"{topics.prefix}/in/app/+/beacon"] == 0
-
-
-@pytest.mark.parametrize("bad", ["a/b", "", "a+", "#"])
-def test_topic_levels_are_validated(bad: str) -> None:
-    with pytest.raises(ValueError):
-        Topics(bad, "s1")
-    with pytest.raises(ValueError):
-        Topics("acme", "s1").checkin(bad)
-
-
-def test_bad_prefixes_are_refused() -> None:
-    for prefix in ("/abs", "trailing/", "a//b", "a/+/b", "a/#"):
-        with pytest.raises(ValueError):
-            Topics(prefix)
-
-
 # ------------------------------------------------------------------- helpers
 
 
