@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
+from edge.dispatch import QueueFull
 from edge.messages import DeadLetter, parse_inbound
 from edge.runtime import EdgeRuntime
 from edge.service import CheckinRefused
@@ -49,7 +50,7 @@ async def _submit(request: Request, kind: str) -> Any:
         return await asyncio.to_thread(runtime.dispatcher.call, kind, message, CALL_TIMEOUT_S)
     except CheckinRefused as exc:
         raise HTTPException(401, {"reason": f"token_{exc.reason}"}) from exc
-    except TimeoutError as exc:
+    except (TimeoutError, QueueFull) as exc:
         raise HTTPException(503, {"reason": "busy"}) from exc
 
 
@@ -72,9 +73,7 @@ def readyz(request: Request, response: Response) -> dict[str, Any]:
 @router.get("/metrics", tags=["ops"])
 def metrics(request: Request) -> Response:
     """Prometheus text format."""
-    runtime = _runtime(request)
-    runtime.metrics.queue_depth.set(runtime.dispatcher.depth)
-    return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+    return Response(_runtime(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
 
 @router.get("/v1/status", tags=["ops"])

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from edge.messages import build_app_offer, build_staff_recommendation
 from edge.rules import Decision, Suggestion
 
-SCHEMA_VERSION = 1
 BIRTHDAY_WINDOW_DAYS = 3
 
 
@@ -86,24 +86,23 @@ def staff_card(
 ) -> dict[str, Any]:
     """The staff recommendation message (MQTT) and tablet card (SSE): one payload."""
     shown = profile if "staff_display" in scopes else None
-    return {
-        "v": SCHEMA_VERSION,
-        "event_id": event_id,
-        "ts": ts,
-        "visit_id": visit_id,
-        "subject": subject,
-        "display_name": (shown.first_name if shown and shown.first_name else None)
+    return build_staff_recommendation(
+        event_id=event_id,
+        ts=ts,
+        visit_id=visit_id,
+        subject=subject,
+        display_name=(shown.first_name if shown and shown.first_name else None)
         or f"Customer {subject_tag(subject)}",
-        "tier": shown.tier if shown else None,
-        "zone": zone,
-        "dwell_since": dwell_since,
-        "trigger": trigger,
-        "trigger_event_id": trigger_event_id,
-        "source": source,
-        "model_version": model_version,
-        "consent": sorted(scopes),
-        "suggestions": [suggestion_dict(s) for s in decision.staff],
-        "profile": (
+        tier=shown.tier if shown else None,
+        zone=zone,
+        dwell_since=dwell_since,
+        trigger=trigger,
+        trigger_event_id=trigger_event_id,
+        source=source,
+        model_version=model_version,
+        consent=sorted(scopes),
+        suggestions=[suggestion_dict(s) for s in decision.staff],
+        profile=(
             {
                 "preferences": shown.preferences,
                 "birthday_this_week": birthday_this_week(shown.birthday, today),
@@ -111,21 +110,20 @@ def staff_card(
             if shown
             else None
         ),
-    }
+    )
 
 
 def app_offer(
     *, event_id: str, ts: float, visit_id: str, suggestion: Suggestion, offer_id: str | None
 ) -> dict[str, Any]:
     """The message on the customer's own offers topic."""
-    return {
-        "v": SCHEMA_VERSION,
-        "event_id": event_id,
-        "ts": ts,
-        "visit_id": visit_id,
-        "product_id": suggestion.product_id,
-        "name": suggestion.name,
-        "price": round(suggestion.price, 2),
-        "offer_id": offer_id,
-        "reasons": [r.as_dict() for r in suggestion.reasons],
-    }
+    return build_app_offer(
+        event_id=event_id,
+        ts=ts,
+        visit_id=visit_id,
+        product_id=suggestion.product_id,
+        name=suggestion.name,
+        price=round(suggestion.price, 2),
+        offer_id=offer_id,
+        reasons=[r.as_dict() for r in suggestion.reasons],
+    )

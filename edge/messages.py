@@ -285,11 +285,15 @@ def build_staff_recommendation(
     display_name: str | None = None,
     tier: str | None = None,
     profile: Mapping[str, Any] | None = None,
+    consent: Sequence[str] = (),
+    dwell_since: float | None = None,
+    trigger_event_id: str | None = None,
     event_id: str | None = None,
     ts: float | None = None,
 ) -> dict[str, Any]:
-    """Payload for ``<prefix>/staff/recommendations``. ``display_name`` must already be
-    None unless the customer consented to ``staff_display`` (the caller's rules decide)."""
+    """Payload for ``<prefix>/staff/recommendations`` (also the tablet card on SSE).
+    ``display_name`` must already be the anonymous tag unless the customer consented to
+    ``staff_display`` (``edge.cards`` decides)."""
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {sorted(TRIGGERS)}")
     if source not in SOURCES:
@@ -301,9 +305,12 @@ def build_staff_recommendation(
         "display_name": display_name,
         "tier": tier,
         "zone": zone,
+        "dwell_since": dwell_since,
         "trigger": trigger,
+        "trigger_event_id": trigger_event_id,
         "source": source,
         "model_version": model_version,
+        "consent": sorted(consent),
         "suggestions": [dict(s) for s in suggestions],
         "profile": dict(profile) if profile is not None else None,
     }

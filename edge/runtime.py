@@ -136,9 +136,11 @@ class EdgeRuntime:
         return cls(settings, metrics, store, ranker, service, dispatcher, bridge, now)
 
     def stop(self) -> None:
+        # Drain the worker while still connected, so its acks reach the broker; what
+        # arrives meanwhile stays un-acked and is redelivered to the next start.
+        self.dispatcher.stop(drain=True)
         if self.bridge is not None:
             self.bridge.stop()
-        self.dispatcher.stop(drain=True)
         self.store.close()
         logger.info("edge stopped")
 
