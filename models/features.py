@@ -1,0 +1,220 @@
+"""Ranking features: ONE implementation used by training, offline evaluation and the edge.
+
+A feature row describes (customer history, candidate product, visit context) using only
+statistics from before the visit (``ItemStats`` snapshot) so training rows and serving rows
+mean the same thing. Nothing here knows a dataset: ids are opaque strings, every scale is
+relative (shares, ratios, days). Pure: numpy + stdlib, no I/O.
+
+Personal features are exactly zero for an empty history (anonymous visitor or no
+personalization consent), so the same model serves both cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from models.candidates import generate_candidates
+from models.customer_history import CustomerHistory, ResolvedHistory, resolve
+from models.explain import explain
+from models.item_stats import DAY, RECENT_WINDOWS_DAYS, ItemStats, daypart_of
+
+__all__ = [
+    "FEATURE_DTYPE",
+    "FEATURE_NAMES",
+    "Context",
+    "CustomerHistory",
+    "ItemStats",
+    "build_features",
+    "explain",
+    "generate_candidates",
+    "resolve",
+]
+
+FEATURE_NAMES: tuple[str, ...] = (
+    # item, catalog-wide (non-personal)
+    "item_log_count",
+    "item_share",
+    "item_recent7_share",
+    "item_recent30_share",
+    "item_trend7",
+    "item_trend30",
+    "item_store_share",
+    "item_log_buyers",
+    "item_repeat_share",
+    "item_interval_days",
+    "item_age_days",
+    "item_log_price",
+    "item_weekday_lift",
+    "item_daypart_lift",
+    # visit context
+    "ctx_hour",
+    "ctx_weekday",
+    "ctx_day_of_year",
+    # customer (personal, same for every candidate of a visit)
+    "cust_log_baskets",
+    "cust_days_since_visit",
+    "cust_visit_interval",
+    "cust_basket_size",
+    "cust_repeat_ratio",
+    "cust_log_distinct_items",
+    # customer x item (personal)
+    "p_count",
+    "p_share",
+    "p_decay_slow",
+    "p_decay_fast",
+    "p_in_last_basket",
+    "p_days_since",
+    "p_cycle_item",
+    "p_cycle_personal",
+    "p_cycle_visit",
+    "p_copurchase_recent",
+    "p_copurchase_all",
+    "p_alike",
+    "p_category_share",
+    "p_category_decay",
+    "p_price_ratio",
+    "p_price_vs_basket",
+)
+FEATURE_DTYPE = np.float32
+_COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The moment of the visit (what is known before anything is bought)."""
+
+    timestamp: float  # epoch seconds UTC
+    store_id: str | None = None
+    utc_offset_s: int = 0  # store local time = timestamp + offset (hour/weekday)
+
+    @property
+    def local(self) -> float:
+        return self.timestamp + self.utc_offset_s
+
+
+def history_positions(
+    history: CustomerHistory, resolved: ResolvedHistory, idx: np.ndarray,
+    candidates: Sequence[str], n_items: int,
+) -> np.ndarray:
+    """Position of each candidate in the history (-1 when never bought)."""
+    if not history.n_baskets:
+        return np.full(len(idx), -1, dtype=np.int64)
+    sorted_index = resolved.sorted_index
+    slot = np.minimum(np.searchsorted(sorted_index, idx), len(sorted_index) - 1)
+    found = (sorted_index[slot] == idx) & (idx < n_items)
+    hpos = np.where(found, resolved.sorted_pos[slot], -1)
+    unknown = np.flatnonzero(idx >= n_items)  # new products: match by id
+    for k in unknown.tolist():
+        hpos[k] = history.item_pos.get(candidates[k], -1)
+    return hpos
+
+
+def _log_ratio(num: np.ndarray, den: float | np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(num, 1e-6) / np.maximum(den, 1e-6))
+
+
+def build_features(
+    history: CustomerHistory, candidates: Sequence[str], stats: ItemStats, context: Context
+) -> np.ndarray:
+    """Feature matrix (len(candidates), len(FEATURE_NAMES)), float32, in FEATURE_NAMES order."""
+    n_cand = len(candidates)
+    out = np.zeros((n_cand, len(FEATURE_NAMES)), dtype=FEATURE_DTYPE)
+    if n_cand == 0:
+        return out
+    idx = stats.lookup(candidates)
+    col = _COL
+    a = stats.arrays
+    count = a["count"][idx]
+    n_b = max(stats.n_baskets, 1)
+    out[:, col["item_log_count"]] = np.log1p(count)
+    share = a["share"][idx]
+    out[:, col["item_share"]] = share
+    base = (count + 1.0) / (n_b + 1.0)
+    sold = count > 0  # never-sold and unknown products carry no item signal at all
+    for w, name in zip(RECENT_WINDOWS_DAYS, ("7", "30"), strict=True):
+        recent = a[f"recent_{w}"][idx]
+        total = stats.recent_baskets.get(w, 0.0)
+        out[:, col[f"item_recent{name}_share"]] = recent / max(total, 1.0)
+        out[:, col[f"item_trend{name}"]] = np.where(
+            sold, np.log((recent + 1.0) / (total + 1.0) / base), 0.0)
+    store = context.store_id or history.main_store
+    out[:, col["item_store_share"]] = stats.store_popularity(store, idx)
+    out[:, col["item_log_buyers"]] = np.log1p(a["buyers"][idx])
+    out[:, col["item_repeat_share"]] = a["repeat_share"][idx]
+    item_interval = a["interval_days"][idx]
+    out[:, col["item_interval_days"]] = item_interval
+    out[:, col["item_age_days"]] = a["age_days"][idx]
+    price = a["price"][idx]
+    out[:, col["item_log_price"]] = np.log1p(price)
+    local = context.local
+    weekday = int((np.floor(local / DAY) + 3) % 7)
+    out[:, col["item_weekday_lift"]] = np.where(
+        sold, (stats.weekday_counts[weekday, idx] + 1.0) / (count / 7.0 + 1.0), 0.0)
+    if stats.has_time_of_day:
+        part = int(daypart_of(local))
+        out[:, col["item_daypart_lift"]] = np.where(
+            sold, (stats.daypart_counts[part, idx] + 1.0) / (count / 4.0 + 1.0), 0.0)
+    when = datetime.fromtimestamp(local, tz=UTC)
+    out[:, col["ctx_hour"]] = when.hour + when.minute / 60.0
+    out[:, col["ctx_weekday"]] = weekday
+    out[:, col["ctx_day_of_year"]] = when.timetuple().tm_yday
+    if history.n_baskets:
+        _personal(out, history, candidates, idx, stats, context, item_interval, price)
+    return out
+
+
+def _personal(
+    out: np.ndarray, history: CustomerHistory, candidates: Sequence[str], idx: np.ndarray,
+    stats: ItemStats, context: Context, item_interval: np.ndarray, price: np.ndarray,
+) -> None:
+    col = _COL
+    resolved = resolve(history, stats)
+    n_items = stats.n_items
+    last_visit = float(history.basket_times[-1])
+    out[:, col["cust_log_baskets"]] = np.log1p(history.n_baskets)
+    out[:, col["cust_days_since_visit"]] = max(context.timestamp - last_visit, 0.0) / DAY
+    out[:, col["cust_visit_interval"]] = history.visit_interval_days
+    out[:, col["cust_basket_size"]] = history.mean_basket_size
+    out[:, col["cust_repeat_ratio"]] = history.repeat_ratio
+    out[:, col["cust_log_distinct_items"]] = np.log1p(len(history.items))
+
+    hpos = history_positions(history, resolved, idx, candidates, n_items)
+    bought = np.flatnonzero(hpos >= 0)
+    if len(bought):
+        pos = hpos[bought]
+        cnt = history.count[pos]
+        out[bought, col["p_count"]] = cnt
+        out[bought, col["p_share"]] = cnt / history.n_baskets
+        out[bought, col["p_decay_slow"]] = history.decay_slow[pos]
+        out[bought, col["p_decay_fast"]] = history.decay_fast[pos]
+        out[bought, col["p_in_last_basket"]] = history.in_last_basket[pos]
+        since = np.maximum(context.timestamp - history.last_ts[pos], 0.0) / DAY
+        out[bought, col["p_days_since"]] = since
+        interval = item_interval[bought]
+        out[bought, col["p_cycle_item"]] = np.where(interval > 0, since / np.maximum(
+            interval, 1e-3), 0.0)
+        personal = history.interval_days[pos]
+        out[bought, col["p_cycle_personal"]] = np.where(personal > 0, since / np.maximum(
+            personal, 1e-3), 0.0)
+        if history.visit_interval_days > 0:
+            out[bought, col["p_cycle_visit"]] = since / history.visit_interval_days
+    recent, overall, alike = resolved.copurchase_recent, resolved.copurchase_all, resolved.alike
+    if recent is not None and overall is not None and alike is not None:
+        out[:, col["p_copurchase_recent"]] = recent[idx]
+        out[:, col["p_copurchase_all"]] = overall[idx]
+        out[:, col["p_alike"]] = alike[idx]
+    category = stats.arrays["category"][idx]
+    assert resolved.category_share is not None and resolved.category_decay is not None
+    out[:, col["p_category_share"]] = resolved.category_share[category]
+    out[:, col["p_category_decay"]] = resolved.category_decay[category]
+    priced = price > 0
+    if history.typical_item_price and history.typical_item_price > 0:
+        out[:, col["p_price_ratio"]] = np.where(
+            priced, _log_ratio(price, history.typical_item_price), 0.0)
+    if history.typical_basket_value and history.typical_basket_value > 0:
+        out[:, col["p_price_vs_basket"]] = np.where(
+            priced, price / history.typical_basket_value, 0.0)
