@@ -118,10 +118,13 @@ class EdgeService:
             # a token is only valid on its owner's topic (the broker ACL binds the topic)
             self.metrics.tokens_rejected.labels("subject_mismatch").inc()
             raise CheckinRefused("subject_mismatch")
-        self.store.remember_token(claims.token_id, claims.expires_at)
+        # Recorded before the effects: a crash now costs this customer one card (the app
+        # may check in again), never a replayable token.
+        if not self.store.accept_checkin(msg.event_id, claims.token_id, claims.expires_at, now):
+            self.metrics.duplicates.labels("checkin").inc()
+            return CheckinResult(None, True, None)
         changes = self._track(CheckinEvent(msg.event_id, claims.subject, now, claims.scopes))
         self._handle_changes(changes, now, msg.event_id)
-        self.store.mark_processed(msg.event_id, "checkin", now)
         visit = self.tracker.get(claims.subject)
         visit_id = visit.visit_id if visit else None
         return CheckinResult(visit_id, False, self.live.card(visit_id) if visit_id else None)
@@ -210,10 +213,11 @@ class EdgeService:
     def _handle_changes(
         self, changes: list[VisitChange], now: float, cause: str | None
     ) -> None:
+        saved: dict[str, Visit] = {}
         for change in changes:
             visit = change.visit
             if change.kind in ("visit_started", "checked_in", "visit_ended"):
-                self._save(visit)
+                saved[visit.visit_id] = visit  # the latest snapshot is written once
             if change.kind == "checked_in":
                 self.recommend(visit, "checkin", now, zone=visit.zone, cause=cause)
             elif change.kind == "zone_dwell" and visit.checked_in:
@@ -222,6 +226,8 @@ class EdgeService:
                 self.live.patch_card(visit.visit_id, zone=None, dwell_since=None)
             elif change.kind == "visit_ended":
                 self.live.remove_card(visit.visit_id, "left")
+        for visit in saved.values():
+            self._save(visit)
 
     def _save(self, visit: Visit) -> None:
         self.store.save_visit(

@@ -234,6 +234,20 @@ class EventWrites:
                 (token_id, expires_at),
             ).rowcount == 1
 
+    def accept_checkin(self, event_id: str, token_id: str, expires_at: float, ts: float) -> bool:
+        """A verified check-in, in one transaction: its event id (idempotence) and its
+        token id (replay protection across restarts). False if the event was handled."""
+        require_text(event_id, "bad_event_id", "event_id")
+        require_text(token_id, "bad_token", "token_id")
+        with self._write() as conn:
+            if conn.execute(_MARK, (event_id, "checkin", ts)).rowcount != 1:
+                return False
+            conn.execute(
+                "INSERT OR IGNORE INTO seen_tokens(token_id, expires_at) VALUES (?, ?)",
+                (token_id, expires_at),
+            )
+            return True
+
     def purge_tokens(self, now: float) -> int:
         with self._write() as conn:
             return conn.execute("DELETE FROM seen_tokens WHERE expires_at <= ?", (now,)).rowcount

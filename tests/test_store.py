@@ -430,3 +430,11 @@ def test_committed_outbox_rows_survive_kill_9(tmp_path: Path) -> None:
         ids = {e.event_id for e in reopened.outbox_pending(limit=1_000_000)}
         assert {f"ev-{n}" for n in range(acked + 1)} <= ids
         assert reopened.outbox_count() == len(ids)
+
+
+def test_accept_checkin_records_event_and_token_once(store: EdgeStore) -> None:
+    assert store.accept_checkin("c1", "jti-1", T0 + 300, T0) is True
+    assert store.accept_checkin("c1", "jti-1", T0 + 300, T0) is False  # redelivered
+    assert store.is_processed("c1")
+    assert ("jti-1", T0 + 300) in store.live_tokens(T0)
+    assert store.live_tokens(T0 + 301) == []
