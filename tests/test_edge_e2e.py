@@ -15,6 +15,7 @@ import pytest
 from edge.broker import PrivateBroker
 from edge.devtools import EmbeddedEdge, MqttProbe, Received, wait_until
 from edge.rules import RulesConfig
+from edge.settings import RankingSettings
 from hub.tokens import generate_signing_key, private_key_pem
 from tests.edge_env import EdgeEnv, make_env, new_id
 
@@ -297,3 +298,22 @@ def test_ops_endpoints_and_openapi(edge, env) -> None:
     assert bad.status_code == 422 and bad.json()["detail"]["reason"] == "invalid"
     big = httpx.post(f"{edge.url}/v1/pos", content=b"x" * 100_000)
     assert big.status_code == 413
+
+
+def test_broken_bundle_degrades_to_popular_visibly(tmp_path, tafeng_zip, broker) -> None:
+    broken = tmp_path / "bundle"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    (broken / "model.onnx").write_bytes(b"garbage")
+    env = make_env(tmp_path, tafeng_zip, broker.port,
+                   ranking=RankingSettings(bundle_dir=broken))
+    with EmbeddedEdge(env.settings) as edge, MqttProbe(
+        broker.host, broker.port, [env.topics.staff_recommendations]
+    ) as probe:
+        status = httpx.get(f"{edge.url}/v1/status").json()
+        assert status["state"] == "degraded" and status["model_error"]
+        assert metric(edge, "storeside_model_loaded") == 0
+        assert httpx.get(f"{edge.url}/readyz").status_code == 200  # degraded, still serving
+        card = check_in(env, probe, env.seed.subjects[0]).payload
+        assert card["source"] == "popular" and card["model_version"] is None
+        assert card["suggestions"]
