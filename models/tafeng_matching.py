@@ -29,15 +29,14 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from models.assignment import INFEASIBLE, min_cost_assignment
+
 logger = logging.getLogger(__name__)
 
 # customer -> sorted [(day timestamp, products bought that day)]
 Days = Mapping[str, Sequence[tuple[float, frozenset[str]]]]
 # json user id -> baskets (history in json order, then the target basket last)
 JsonBaskets = Mapping[str, Sequence[tuple[int, ...]]]
-
-_INFEASIBLE = 1e9
-
 
 @dataclass
 class Matching:
@@ -49,66 +48,6 @@ class Matching:
     # json user -> {json item -> product} where that user's *target* item id stands for
     # another product (see ``target_aliases``)
     aliases: dict[str, dict[int, str]] = field(default_factory=dict)
-
-
-def _hungarian(cost: list[list[float]]) -> list[int] | None:
-    """Min-cost assignment of every row to a distinct column (rows <= columns).
-
-    Shortest augmenting path (Jonker-Volgenant style); the matrices here are at most
-    ~50 x 90, so plain Python is fast enough and keeps scipy out of the dependencies.
-    """
-    n, m = len(cost), len(cost[0]) if cost else 0
-    if n == 0:
-        return []
-    if n > m:
-        return None
-    inf = float("inf")
-    u = [0.0] * (n + 1)
-    v = [0.0] * (m + 1)
-    p = [0] * (m + 1)  # p[j] = row (1-based) assigned to column j
-    way = [0] * (m + 1)
-    for i in range(1, n + 1):
-        p[0] = i
-        j0 = 0
-        minv = [inf] * (m + 1)
-        used = [False] * (m + 1)
-        while True:
-            used[j0] = True
-            i0 = p[j0]
-            delta = inf
-            j1 = 0
-            row = cost[i0 - 1]
-            for j in range(1, m + 1):
-                if not used[j]:
-                    cur = row[j - 1] - u[i0] - v[j]
-                    if cur < minv[j]:
-                        minv[j] = cur
-                        way[j] = j0
-                    if minv[j] < delta:
-                        delta = minv[j]
-                        j1 = j
-            for j in range(m + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while True:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-            if j0 == 0:
-                break
-    result = [0] * n
-    for j in range(1, m + 1):
-        if p[j]:
-            result[p[j] - 1] = j - 1
-    if any(cost[i][result[i]] >= _INFEASIBLE for i in range(n)):
-        return None
-    return result
 
 
 class _Decoder:
@@ -147,12 +86,12 @@ class _Decoder:
             [
                 abs(k - i) + 0.1 * (len(products) - len(basket))
                 if self._edge_ok(basket, products)
-                else _INFEASIBLE
+                else INFEASIBLE
                 for k, (_, products) in enumerate(customer_days)
             ]
             for i, basket in enumerate(baskets)
         ]
-        return _hungarian(cost)
+        return min_cost_assignment(cost)
 
     def _consistent(
         self, baskets: Sequence[tuple[int, ...]], customer: str, aligned: list[int]
@@ -344,19 +283,31 @@ def refine_items(
     days: Days, baskets: JsonBaskets, users: Mapping[str, str],
     aligned: Mapping[str, list[float]], items: Mapping[int, str],
 ) -> dict[int, str]:
-    """Pass 3: each item takes the product present on most of its aligned days (one-to-one)."""
-    votes: dict[int, Counter[str]] = defaultdict(Counter)
+    """Pass 3: each item takes the product present on most of its aligned days (one-to-one).
+
+    Items whose current product is on every aligned day keep it; only the others (a few
+    dozen) are re-voted over all products of their days, which keeps this pass cheap.
+    """
+    occurrences: list[tuple[int, frozenset[str]]] = []
+    support: Counter[int] = Counter()
+    total: Counter[int] = Counter()
     for user, customer in users.items():
         day_products = dict(days[customer])
         for basket, day in zip(baskets[user], aligned[user], strict=True):
             products = day_products.get(day, frozenset())
             for item in basket:
-                votes[item].update(products)
+                occurrences.append((item, products))
+                total[item] += 1
+                support[item] += items.get(item) in products
+    out = {x: items[x] for x in total if x in items and support[x] == total[x]}
+    owner = {p: x for x, p in out.items()}
+    votes: dict[int, Counter[str]] = {x: Counter() for x in total if x not in out}
+    for item, products in occurrences:
+        if item in votes:
+            votes[item].update(products)
     ranked = sorted(
         votes, key=lambda x: (-votes[x].most_common(1)[0][1] if votes[x] else 0, x)
     )
-    out: dict[int, str] = {}
-    owner: dict[str, int] = {}
     for item in ranked:
         top = votes[item].most_common()
         if not top:

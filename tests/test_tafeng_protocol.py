@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import random
 import zipfile
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from models.assignment import INFEASIBLE, min_cost_assignment
 from models.tafeng_matching import recover
 from models.tafeng_protocol import (
     EXPECTED_COUNTS,
@@ -195,3 +197,22 @@ def test_real_reality_check_counts(tafeng_zip: Path) -> None:
     ] * 5
     # the first json user is customer 00046855 (checked by hand against the raw rows)
     assert result.ids.customer_of_user["1"] == "00046855"
+
+
+def test_min_cost_assignment_equals_brute_force() -> None:
+    rng = random.Random(1)
+    for _ in range(40):
+        n, m = rng.randint(1, 4), rng.randint(4, 6)
+        cost = [[rng.choice([INFEASIBLE, rng.random() * 10]) for _ in range(m)] for _ in range(n)]
+        feasible = [
+            perm for perm in itertools.permutations(range(m), n)
+            if all(cost[i][perm[i]] < INFEASIBLE for i in range(n))
+        ]
+        got = min_cost_assignment(cost)
+        if not feasible:
+            assert got is None
+            continue
+        assert got is not None and len(set(got)) == n
+        best = min(sum(cost[i][p[i]] for i in range(n)) for p in feasible)
+        assert sum(cost[i][got[i]] for i in range(n)) == pytest.approx(best)
+    assert min_cost_assignment([[1.0, 2.0]] * 3) is None  # more rows than columns
