@@ -13,7 +13,7 @@ input files' sha256.
 
 Variants:
 - default ("as published"): history = every other day of the customer with a kept product,
-  i.e. exactly the json history. For ~6.5% of users the json target is not their latest
+  i.e. exactly the json history. For 716 users (5.2%) the json target is not their latest
   day (the original files were not sorted by day), so their history has days *after* the
   target; we keep that to stay comparable with the published numbers.
 - ``causal=True``: same users, items, targets and folds, history cut to days before the
@@ -268,7 +268,7 @@ def causal_view(result: RealityCheck) -> RealityCheck:
 
 
 def build_reality_check(data_dir: Path | None = None, *, causal: bool = False) -> RealityCheck:
-    """Build from scratch (~40-50 s: raw load ~10 s, id recovery ~25 s)."""
+    """Build from scratch (~30 s: raw load ~10 s, id recovery ~15 s)."""
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     _inputs(data_dir)
     rows = load_tafeng(data_dir / RAW_ZIP)
