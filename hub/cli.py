@@ -8,7 +8,6 @@ missing optional module never breaks the rest.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -24,6 +23,7 @@ from hub.tokens import (
     private_key_pem,
     public_key_pem,
 )
+from models.cli import register_command_modules
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     mint.add_argument("--token-id", help="jti (default: random)")
     mint.set_defaults(func=cmd_mint_token)
 
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # command not built yet
-        module.register(sub)
+    register_command_modules(sub, COMMAND_MODULES)
     return parser
 
 

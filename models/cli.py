@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 COMMAND_MODULES = (
     "models.train",
@@ -24,15 +25,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storeside-models", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
+    register_command_modules(sub, COMMAND_MODULES)
+    return parser
+
+
+def register_command_modules(sub: Any, names: Sequence[str]) -> None:
+    """Let each module add its sub-command; a module not built yet is skipped, a module
+    that fails to import for another reason is an error (not hidden)."""
+    for name in names:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise
-            continue  # command not built yet
+            continue
         module.register(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from edge.dispatch import Dispatcher, QueueFull
 from edge.messages import DeadLetter, GeofenceMsg, Inbound, receive_maximum_for
 from edge.metrics import EdgeMetrics
+from edge.probe import wait_until
 
 TS = 1_780_000_000.0
 SUBJECT = "cust-001"
@@ -30,14 +31,6 @@ def geofence(event_id: str, qos: int = 1, mid: int = 1, **change: Any) -> Inboun
 def raw_inbound(payload: bytes, kind: str = "geofence", qos: int = 1) -> Inbound:
     return Inbound(kind, TOPIC, payload, qos, 7, time.monotonic(), SUBJECT)
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.002)
-    return value
 
 
 def counter(metrics: EdgeMetrics, name: str, **labels: str) -> float:

@@ -27,32 +27,23 @@ def test_kill_and_restart_loses_nothing_from_the_outbox(
     with EdgeStore(env.settings.db_path) as store:
         products = [item.product_id for item in store.catalog()[:20]]
     sent = [new_id() for _ in range(BASKETS)]
+
+    def basket(i: int) -> dict[str, object]:
+        return {"v": 1, "event_id": sent[i], "ts": time.time(), "basket_id": f"b{i}",
+                "subject": env.seed.subjects[i % 10],
+                "lines": [{"product_id": products[i % 20], "quantity": 1, "unit_price": 2.5}]}
+
     edge = EdgeProcess(env.settings, tmp_path).start()
     try:
         with MqttProbe(fresh_broker.host, fresh_broker.port) as till:
-            for i, event_id in enumerate(sent):
-                till.publish(
-                    env.topics.pos,
-                    {"v": 1, "event_id": event_id, "ts": time.time(), "basket_id": f"b{i}",
-                     "subject": env.seed.subjects[i % 10],
-                     "lines": [{"product_id": products[i % 20], "quantity": 1,
-                                "unit_price": 2.5}]},
-                    qos=1,
-                )
+            for i in range(BASKETS):
+                till.publish(env.topics.pos, basket(i), qos=1)
                 if i == BASKETS // 3:
                     # kill while the edge is busy writing: the rest queues at the broker
                     wait_until(lambda: len(outbox_pos_events(env.settings.db_path)) > 10, 10)
                     edge.kill()
-            # the same baskets again (a till retrying): harmless duplicates
-            for i, event_id in enumerate(sent[:50]):
-                till.publish(
-                    env.topics.pos,
-                    {"v": 1, "event_id": event_id, "ts": time.time(), "basket_id": f"b{i}",
-                     "subject": env.seed.subjects[i % 10],
-                     "lines": [{"product_id": products[i % 20], "quantity": 1,
-                                "unit_price": 2.5}]},
-                    qos=1,
-                )
+            for i in range(50):  # the same baskets again (a till retrying): harmless
+                till.publish(env.topics.pos, basket(i), qos=1)
         edge.start()
         wait_until(lambda: len(outbox_pos_events(env.settings.db_path)) >= BASKETS, 30)
         events = outbox_pos_events(env.settings.db_path)

@@ -25,6 +25,7 @@ from edge.dispatch import Dispatcher
 from edge.messages import Inbound
 from edge.metrics import EdgeMetrics
 from edge.mqtt import MqttBridge, MqttConnectError
+from edge.probe import wait_until
 from edge.topics import Topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,14 +35,6 @@ SUBJECT = "cust-001"
 
 # ------------------------------------------------------------------- helpers
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.002)
-    return value
 
 
 def sample(metrics: EdgeMetrics, name: str, **labels: str) -> float:
