@@ -44,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn  # only when serving
 
+    # The worker thread gives the GIL back to the MQTT network thread around every
+    # SQLite and onnxruntime call; with the default 5 ms switch interval, getting it back
+    # under beacon load costs up to 5 ms each time. A short interval bounds that wait.
+    sys.setswitchinterval(settings.gil_switch_interval_s)
+
     from edge.app import create_app
 
     app = create_app(settings)

@@ -118,6 +118,7 @@ class EdgeSettings(BaseSettings):
     visit: Annotated[VisitConfig, _strict_dataclass(VisitConfig)] = VisitConfig()
     rules: Annotated[RulesConfig, _strict_dataclass(RulesConfig)] = RulesConfig()
     tick_interval_s: float = Field(1.0, gt=0, le=60)
+    gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
 
     @classmethod
     def settings_customise_sources(
