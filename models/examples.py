@@ -51,6 +51,7 @@ class Examples:
     y: np.ndarray | None = None
     missed: np.ndarray | None = None  # target items not among a query's candidates
     targets: list[frozenset[str]] = field(default_factory=list)
+    times: np.ndarray | None = None  # visit timestamp of each query
 
     @property
     def group_sizes(self) -> np.ndarray:
@@ -68,6 +69,7 @@ class Examples:
             y=None if self.y is None else self.y[index],
             missed=None if self.missed is None else self.missed[list(keep)],
             targets=[self.targets[i] for i in keep] if self.targets else [],
+            times=None if self.times is None else self.times[list(keep)],
         )
 
 
@@ -153,6 +155,7 @@ def featurise(
         y=np.concatenate(labels) if with_targets and queries else None,
         missed=missed if with_targets else None,
         targets=[q.target for q in queries if q.target is not None] if with_targets else [],
+        times=np.array([q.context.timestamp for q in queries], dtype=np.float64),
     )
 
 

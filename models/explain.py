@@ -41,13 +41,9 @@ def every(days: float) -> str:
 
 def _copurchase_partner(history: CustomerHistory, item: int, stats: ItemStats) -> str | None:
     """The customer's item most similar to ``item`` in the product's own neighbour row."""
-    graph = stats.copurchase
-    lo, hi = int(graph.indptr[item]), int(graph.indptr[item + 1])
-    if lo == hi:
-        return None
     mine = history.item_pos
     ids = stats.product_ids
-    for neighbour in graph.indices[lo:hi].tolist():  # rows are sorted best first
+    for neighbour in stats.copurchase.row(item):  # best first
         pid = ids[neighbour]
         if pid in mine:
             return pid

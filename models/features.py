@@ -20,7 +20,7 @@ import numpy as np
 from models.candidates import generate_candidates
 from models.customer_history import CustomerHistory, ResolvedHistory, resolve
 from models.explain import explain
-from models.item_stats import DAY, RECENT_WINDOWS_DAYS, ItemStats, daypart_of
+from models.item_stats import DAY, ITEM_COLUMNS, RECENT_WINDOWS_DAYS, ItemStats, daypart_of
 
 __all__ = [
     "FEATURE_DTYPE",
@@ -81,6 +81,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 FEATURE_DTYPE = np.float32
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_ITEM = {name: i for i, name in enumerate(ITEM_COLUMNS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,28 +128,27 @@ def build_features(
         return out
     idx = stats.lookup(candidates)
     col = _COL
-    a = stats.arrays
-    count = a["count"][idx]
+    item = stats.item_matrix[idx]  # one gather for every item column
+    count = item[:, _ITEM["count"]]
     n_b = max(stats.n_baskets, 1)
     out[:, col["item_log_count"]] = np.log1p(count)
-    share = a["share"][idx]
-    out[:, col["item_share"]] = share
+    out[:, col["item_share"]] = item[:, _ITEM["share"]]
     base = (count + 1.0) / (n_b + 1.0)
     sold = count > 0  # never-sold and unknown products carry no item signal at all
     for w, name in zip(RECENT_WINDOWS_DAYS, ("7", "30"), strict=True):
-        recent = a[f"recent_{w}"][idx]
+        recent = item[:, _ITEM[f"recent_{w}"]]
         total = stats.recent_baskets.get(w, 0.0)
         out[:, col[f"item_recent{name}_share"]] = recent / max(total, 1.0)
         out[:, col[f"item_trend{name}"]] = np.where(
             sold, np.log((recent + 1.0) / (total + 1.0) / base), 0.0)
     store = context.store_id or history.main_store
     out[:, col["item_store_share"]] = stats.store_popularity(store, idx)
-    out[:, col["item_log_buyers"]] = np.log1p(a["buyers"][idx])
-    out[:, col["item_repeat_share"]] = a["repeat_share"][idx]
-    item_interval = a["interval_days"][idx]
+    out[:, col["item_log_buyers"]] = np.log1p(item[:, _ITEM["buyers"]])
+    out[:, col["item_repeat_share"]] = item[:, _ITEM["repeat_share"]]
+    item_interval = item[:, _ITEM["interval_days"]]
     out[:, col["item_interval_days"]] = item_interval
-    out[:, col["item_age_days"]] = a["age_days"][idx]
-    price = a["price"][idx]
+    out[:, col["item_age_days"]] = item[:, _ITEM["age_days"]]
+    price = item[:, _ITEM["price"]]
     out[:, col["item_log_price"]] = np.log1p(price)
     local = context.local
     weekday = int((np.floor(local / DAY) + 3) % 7)

@@ -105,27 +105,32 @@ class TxArrays:
 
 @dataclass(slots=True)
 class Neighbours:
-    """Top-k item→item similarities as CSR (row = source item)."""
+    """Top-k item→item similarities as a padded table: row i = item i's best neighbours.
 
-    indptr: np.ndarray  # int64 (n_items + 2,)
-    indices: np.ndarray  # int64
-    weights: np.ndarray  # float32
+    Fixed-width rows (pad = the zero slot ``n_items``, weight 0) make "sum the neighbours
+    of these 150 items" two fancy-indexing operations, no per-row Python or CSR walking.
+    """
+
+    table_idx: np.ndarray  # int32 (n_items + 1, k), best first
+    table_w: np.ndarray  # float32 (n_items + 1, k)
+
+    @classmethod
+    def empty(cls, n_items: int, k: int = 1) -> Neighbours:
+        return cls(np.full((n_items + 1, k), n_items, dtype=np.int32),
+                   np.zeros((n_items + 1, k), dtype=np.float32))
 
     def spread(self, sources: np.ndarray, source_weights: np.ndarray, size: int) -> np.ndarray:
-        """Σ_r w_r · sim(r, ·) as a dense vector of ``size``: cheap because rows are short."""
-        starts = self.indptr[sources]
-        lengths = self.indptr[sources + 1] - starts
-        total = int(lengths.sum())
-        if total == 0:
+        """Σ_r w_r · sim(r, ·) as a dense vector of ``size`` (float64)."""
+        if len(sources) == 0:
             return np.zeros(size, dtype=np.float64)
-        owner = np.repeat(np.arange(len(sources)), lengths)
-        offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        flat = starts[owner] + offsets
-        return np.bincount(
-            self.indices[flat],
-            weights=self.weights[flat] * source_weights[owner],
-            minlength=size,
-        )
+        weights = self.table_w[sources] * source_weights[:, None].astype(np.float32)
+        return np.bincount(self.table_idx[sources].ravel(), weights=weights.ravel(),
+                           minlength=size)
+
+    def row(self, item: int) -> list[int]:
+        """Neighbours of one item, best first."""
+        pad = len(self.table_idx) - 1
+        return [j for j in self.table_idx[item].tolist() if j != pad]
 
 
 def _group_pairs(group: np.ndarray, item: np.ndarray, n_items: int) -> tuple[np.ndarray, ...]:
@@ -166,11 +171,12 @@ def _top_neighbours(
     src, dst, score = src[order], dst[order], score[order]
     first = np.r_[True, src[1:] != src[:-1]] if len(src) else np.zeros(0, dtype=bool)
     group_start = np.maximum.accumulate(np.where(first, np.arange(len(src)), 0))
-    keep = (np.arange(len(src)) - group_start) < k
-    src, dst, score = src[keep], dst[keep], score[keep]
-    indptr = np.zeros(n_items + 2, dtype=np.int64)
-    np.cumsum(np.bincount(src, minlength=n_items + 1), out=indptr[1:])
-    return Neighbours(indptr=indptr, indices=dst.astype(np.int64), weights=score.astype(np.float32))
+    rank = np.arange(len(src)) - group_start
+    keep = rank < k
+    graph = Neighbours.empty(n_items, k)
+    graph.table_idx[src[keep], rank[keep]] = dst[keep]
+    graph.table_w[src[keep], rank[keep]] = score[keep]
+    return graph
 
 
 def _similarity_graph(group: np.ndarray, item: np.ndarray, n_items: int, k: int) -> Neighbours:
@@ -241,6 +247,7 @@ class ItemStats:
         self.first_ts = 0.0
         self.last_ts = 0.0
         self.arrays: dict[str, np.ndarray] = {}
+        self.item_matrix = np.zeros((1, len(ITEM_COLUMNS)), dtype=np.float32)
         self.recent_baskets: dict[int, float] = {}
         self.category_names: list[str] = []
         self.category_index: dict[str, int] = {}
@@ -254,7 +261,7 @@ class ItemStats:
         self.daypart_counts = np.zeros((DAYPARTS, 1), dtype=np.float32)
         self.has_time_of_day = False
         self.visit_interval_days = 7.0
-        self.copurchase = Neighbours(np.zeros(2, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        self.copurchase = Neighbours.empty(0)
         self.alike = self.copurchase
         self.popular_recent = np.zeros(0, dtype=np.int64)
         self.popular_global = np.zeros(0, dtype=np.int64)
@@ -272,12 +279,18 @@ class ItemStats:
     def get(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
+    def _set_item_matrix(self, columns: dict[str, np.ndarray], category: np.ndarray) -> None:
+        """One (n_items + 1, k) float32 matrix: a visit gathers all item columns at once."""
+        self.item_matrix = np.ascontiguousarray(
+            np.stack([columns[k] for k in ITEM_COLUMNS], axis=1), dtype=np.float32)
+        self.arrays = {k: self.item_matrix[:, j] for j, k in enumerate(ITEM_COLUMNS)}
+        self.arrays["category"] = category
+
     def lookup(self, product_ids: Sequence[str]) -> np.ndarray:
         """Item indices; unknown products map to the zero slot ``n_items``."""
-        get = self.index.get
-        n = self.n_items
-        return np.fromiter((get(p, n) for p in product_ids), dtype=np.int64,
-                           count=len(product_ids))
+        # map(dict.get) runs in C; None (unknown) becomes nan in a float array
+        found = np.array(list(map(self.index.get, product_ids)), dtype=np.float64)
+        return np.where(np.isnan(found), self.n_items, found).astype(np.int64)
 
     def store_popularity(self, store_id: str | None, items: np.ndarray) -> np.ndarray:
         """Share of the store's baskets containing each item (0 for unknown store/item)."""
@@ -316,8 +329,9 @@ class ItemStats:
         self.n_items = n
         self.reference = as_of if as_of is not None else (float(ts.max()) + 1.0 if n else 0.0)
         if len(item) == 0:
-            self.arrays = {k: np.zeros(1, np.float32) for k in _ITEM_ARRAYS}
-            self.arrays["category"] = np.full(1, -1, dtype=np.int64)
+            self._set_item_matrix({k: np.zeros(n + 1, np.float32) for k in ITEM_COLUMNS},
+                                  np.full(n + 1, -1, dtype=np.int64))
+            self.copurchase = self.alike = Neighbours.empty(n)
             self.recent_baskets = {w: 0.0 for w in RECENT_WINDOWS_DAYS}
             return self
         self.first_ts, self.last_ts = float(ts.min()), float(ts.max())
@@ -381,8 +395,7 @@ class ItemStats:
             recent = b_ts >= self.reference - w * DAY
             arrays[f"recent_{w}"] = _pad(np.bincount(b_item[recent], minlength=n))
             self.recent_baskets[w] = float(len(np.unique(b_basket[recent])))
-        arrays["category"] = np.r_[category, -1]
-        self.arrays = arrays
+        self._set_item_matrix(arrays, np.r_[category, -1])
 
         local = b_ts + utc_offset_s
         wd = weekday_of(local)
@@ -415,7 +428,8 @@ class ItemStats:
             self.copurchase, self.alike = graphs_from.copurchase, graphs_from.alike
         else:
             self._build_graphs(b_basket, b_item, ci_uniq, ci_inv, ci_item, b_ts, basket_codes)
-        recent_score = arrays["recent_7"][:n] * 4.0 + arrays["recent_30"][:n] + count * 1e-3
+        recent_score = (self.arrays["recent_7"][:n] * 4.0 + self.arrays["recent_30"][:n]
+                        + count * 1e-3)
         ranked = np.argsort(-recent_score, kind="stable")[:1000]
         self.popular_recent = ranked[recent_score[ranked] > 0]
         self.popular_rank = {int(i): r for r, i in enumerate(self.popular_recent[:100])}
@@ -437,5 +451,5 @@ class ItemStats:
         self.alike = _similarity_graph((ci_uniq // n)[keep], ci_item[keep], n, NEIGHBOURS_PER_ITEM)
 
 
-_ITEM_ARRAYS = ("count", "share", "buyers", "repeat_share", "interval_days", "price",
+ITEM_COLUMNS = ("count", "share", "buyers", "repeat_share", "interval_days", "price",
                 "age_days", *(f"recent_{w}" for w in RECENT_WINDOWS_DAYS))

@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import random
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.examples import Examples, Query, Snapshots, featurise, last_basket_queries
+from models.examples import (
+    Examples,
+    Query,
+    Snapshots,
+    day_start,
+    featurise,
+    last_basket_queries,
+)
 from models.features import FEATURE_NAMES
 from models.item_stats import TxArrays
 from models.transactions import Transaction
@@ -44,7 +50,8 @@ class TrainConfig:
     candidates: int = 200
     val_share: float = 0.1
     max_queries: int = 30_000
-    targets_per_customer: int = 1
+    targets_per_customer: int = 3
+    refit_all: bool = True
     min_history_baskets: int = 2
     max_snapshots: int = 120
     graph_refresh_days: float = 7.0
@@ -123,16 +130,12 @@ def fit_platt(scores: np.ndarray, labels: np.ndarray, iterations: int = 50) -> t
 
 def ranking_metrics(examples: Examples, scores: np.ndarray, k: int = 10) -> dict[str, float]:
     """Recall@k and uncapped NDCG@k over the whole target basket (missed items count)."""
-    def recall_at_k(top: list[str], truth: frozenset[str], k: int) -> float:
-        return len(set(top[:k]) & truth) / len(truth) if truth else 0.0
-
-    def ndcg_at_k(top: list[str], truth: frozenset[str], k: int) -> float:
-        dcg = sum(1.0 / math.log2(r + 2) for r, p in enumerate(top[:k]) if p in truth)
-        idcg = sum(1.0 / math.log2(r + 2) for r in range(len(truth)))
-        return dcg / idcg if idcg else 0.0
+    from models.metrics import ndcg_at_k, recall_at_k
 
     recalls, ndcgs = [], []
     for i, target in enumerate(examples.targets):
+        if not target:
+            continue
         lo, hi = examples.offsets[i], examples.offsets[i + 1]
         order = np.argsort(-scores[lo:hi], kind="stable")[:k]
         top = [examples.candidates[i][j] for j in order]
@@ -143,8 +146,21 @@ def ranking_metrics(examples: Examples, scores: np.ndarray, k: int = 10) -> dict
             "queries": len(recalls)}
 
 
-def split_queries(queries: Sequence[Query], val_share: float, seed: int) -> tuple[list, list]:
-    """Split by customer (not by row) so validation customers are unseen in training."""
+def split_queries(queries: Sequence[Query], val_share: float,
+                  seed: int) -> tuple[list[Query], list[Query]]:
+    """Validate on the most recent visits, train on the ones before them.
+
+    A customer split would put training and validation targets on the same days, and the
+    trees would learn "what sold on those days" from the training targets: validation
+    numbers would then be far above what a deployed model (which only knows the past) gets.
+    Falls back to a customer split when every visit is on one day.
+    """
+    times = sorted(q.context.timestamp for q in queries)
+    start = day_start(times[min(len(times) - 1, int(len(times) * (1.0 - val_share)))])
+    train = [q for q in queries if q.context.timestamp < start]
+    val = [q for q in queries if q.context.timestamp >= start]
+    if train and val:
+        return train, val
     customers = sorted({q.key.split("#", 1)[0] for q in queries})
     random.Random(seed).shuffle(customers)
     n_val = max(1, round(len(customers) * val_share)) if len(customers) > 1 else 0
@@ -186,14 +202,18 @@ def train_bundle(
     train_ex = everything.subset(range(len(train_q)))
     val_ex = everything.subset(range(len(train_q), len(everything.keys)))
     booster = fit_booster(train_ex, val_ex, config)
-    onnx_bytes = booster_to_onnx(booster, len(FEATURE_NAMES))
     with tempfile.TemporaryDirectory() as tmp:
-        draft = write_bundle(tmp, onnx_bytes, feature_names=FEATURE_NAMES, training_summary={},
-                             metrics={}, calibration={"a": 1.0, "b": 0.0})
+        draft = write_bundle(tmp, booster_to_onnx(booster, len(FEATURE_NAMES)),
+                             feature_names=FEATURE_NAMES, training_summary={}, metrics={},
+                             calibration={"a": 1.0, "b": 0.0})
         val_scores = load_bundle(draft).score(val_ex.X)
     assert val_ex.y is not None
     a, b = fit_platt(val_scores, val_ex.y)
     metrics = ranking_metrics(val_ex, val_scores)
+    trees = booster.current_iteration()
+    if config.refit_all:  # the shipped model also learns from the most recent visits
+        booster = fit_booster(everything, None, replace(config, num_trees=trees))
+    onnx_bytes = booster_to_onnx(booster, len(FEATURE_NAMES))
     stamps = [r.timestamp for r in rows]
     summary = {
         "rows": len(rows),
@@ -203,7 +223,9 @@ def train_bundle(
         "date_range": [_iso(min(stamps)), _iso(max(stamps))],
         "source": source,
         "queries": {"train": len(train_q), "val": len(val_q)},
-        "trees": booster.current_iteration(),
+        "trees": trees,
+        "refit_on_all": config.refit_all,
+        "validation": "the most recent visits (temporal split), before refitting",
         "config": asdict(config),
         "seconds": round(time.monotonic() - started, 1),
     }
