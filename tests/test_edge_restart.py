@@ -6,6 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import httpx
+
 from edge.broker import PrivateBroker
 from edge.devtools import EdgeProcess, MqttProbe, wait_until
 from edge.store import EdgeStore
@@ -65,3 +67,24 @@ def test_sigterm_shuts_down_cleanly_and_says_offline(
         assert edge.stop() in (0, -15)
         offline = watcher.wait_for(lambda r: r.payload.get("state") == "offline", 10)
         assert offline.payload.get("reason") == "shutdown"
+
+
+def test_a_token_stays_spent_across_a_restart(
+    tmp_path: Path, tafeng_zip: Path, fresh_broker: PrivateBroker
+) -> None:
+    env = make_env(tmp_path, tafeng_zip, fresh_broker.port, n_products=50, n_members=5)
+    subject = env.seed.subjects[0]
+    token = env.token(subject)
+    edge = EdgeProcess(env.settings, tmp_path).start()
+    try:
+        first = httpx.post(f"{edge.url}/v1/checkin",
+                           json={"v": 1, "event_id": new_id(), "ts": time.time(), "token": token})
+        assert first.status_code == 200
+        edge.kill()
+        edge.start()
+        replay = httpx.post(f"{edge.url}/v1/checkin",
+                            json={"v": 1, "event_id": new_id(), "ts": time.time(), "token": token})
+        assert replay.status_code == 401
+        assert replay.json()["detail"]["reason"] == "token_replayed"
+    finally:
+        edge.stop()
