@@ -53,6 +53,7 @@ class Ranker:
         self._lock = threading.Lock()
         self._stats: ItemStats = ItemStats.build([])
         self._popularity: dict[str, float] = {}
+        self._ids_of: tuple[Sequence[CatalogItem], list[str]] | None = None
         self.bundle: Bundle | None = None
         self.degraded_reason: str | None = None
         self.load(bundle_dir or DEFAULT_BUNDLE_DIR, threads)
@@ -69,6 +70,15 @@ class Ranker:
         self.bundle, self.degraded_reason = bundle, None
         self._metrics.model_loaded.set(1)
         logger.info("model bundle %s loaded from %s", bundle.version, bundle_dir)
+
+    def _ids(self, items: Sequence[CatalogItem]) -> list[str]:
+        """Product ids of ``items``; the service passes the same cached list every time."""
+        cached = self._ids_of
+        if cached is not None and cached[0] is items:
+            return cached[1]
+        ids = [item.product_id for item in items]
+        self._ids_of = (items, ids)  # holding ``items`` keeps its identity unique
+        return ids
 
     @property
     def model_version(self) -> str | None:
@@ -98,7 +108,7 @@ class Ranker:
             return Ranked([], "popular" if self.bundle is None else "model", self.model_version)
         with self._lock:
             stats, popularity = self._stats, self._popularity
-        ids = [item.product_id for item in items]
+        ids = self._ids(items)
         bundle = self.bundle
         source = "popular"
         if bundle is not None:

@@ -87,8 +87,9 @@ class EdgeService:
         self.clock = clock
         self.topics = settings.topics()
         self._tz = ZoneInfo(settings.timezone)
-        self._catalog: list[CatalogItem] = []
+        self._by_zone: dict[str | None, list[CatalogItem]] = {}
         self._catalog_version: int | None = None
+        self._catalog_stale = True
         self._last_housekeeping = 0.0
         self._last_stats = 0.0
 
@@ -150,7 +151,9 @@ class EdgeService:
             lines=lines,
             payload=msg.model_dump(mode="json"),
         )
-        if not applied:
+        if applied:
+            self._catalog_stale = True  # stock went down
+        else:
             self.metrics.duplicates.labels("pos").inc()
         return applied
 
@@ -183,6 +186,8 @@ class EdgeService:
         """Timers: dwell thresholds, visit ends, token purge, statistics refresh."""
         now = self.clock()
         self._handle_changes(self.tracker.tick(now), now, None)
+        if self.store.catalog_version() != self._catalog_version:
+            self._catalog_stale = True  # changed by someone else (catalog sync)
         if now - self._last_housekeeping >= HOUSEKEEPING_EVERY_S:
             self._last_housekeeping = now
             self.store.purge_tokens(now)
@@ -352,14 +357,17 @@ class EdgeService:
         self.metrics.recommendations.labels("app", "model").inc()
 
     def _in_stock(self, zone: str | None) -> list[CatalogItem]:
-        version = self.store.catalog_version()
-        if version != self._catalog_version:
-            self._catalog = [item for item in self.store.catalog() if item.stock > 0]
-            self._catalog_version = version
-        if zone is None:
-            return self._catalog
-        in_zone = [item for item in self._catalog if item.zone == zone]
-        return in_zone or self._catalog
+        """In-stock items (of the zone when given), cached until stock or catalog change:
+        POS baskets on this thread mark it stale, the tick notices outside changes."""
+        if self._catalog_stale:
+            self._catalog_stale = False
+            self._catalog_version = self.store.catalog_version()
+            in_stock = [item for item in self.store.catalog() if item.stock > 0]
+            by_zone: dict[str | None, list[CatalogItem]] = {None: in_stock}
+            for item in in_stock:
+                by_zone.setdefault(item.zone, []).append(item)
+            self._by_zone = by_zone
+        return self._by_zone.get(zone) or self._by_zone[None]
 
 
 def _profile_view(profile: Any) -> cards.ProfileView | None:
