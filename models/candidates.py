@@ -50,9 +50,9 @@ def generate_candidates(
         # products stats never saw (a brand-new product in today's basket) still count
         extra = [history.items[i] for i in order if resolved.item_index[i] >= n]
         extra = extra[: max(personal_quota - len(chosen), 0)]
-        if resolved.copurchase_all is not None:
-            assert resolved.copurchase_recent is not None and resolved.alike is not None
-            score = resolved.copurchase_all + resolved.copurchase_recent + resolved.alike
+        if resolved.neighbours is not None:
+            recent, overall, alike = resolved.neighbours
+            score = (recent + overall + alike)[:n]
             quota = len(chosen) + int(limit * NEIGHBOUR_SHARE)
             top = min(quota * 2 + 16, n)
             best = np.argpartition(-score[:n], top - 1)[:top] if top < n else np.arange(n)

@@ -19,6 +19,9 @@ from models.transactions import Transaction
 DAY = 86_400.0
 DECAY_SLOW = 0.9  # TIFU-KNN's basket decay for Ta-Feng; reads as "last ~10 baskets matter"
 DECAY_FAST = 0.5  # "what they bought in the last couple of visits"
+# graph scores use at most this many of the customer's items (highest decayed frequency):
+# the long tail of a 500-item history adds cost, not signal
+MAX_NEIGHBOUR_SOURCES = 100
 
 
 @dataclass(slots=True)
@@ -29,9 +32,9 @@ class ResolvedHistory:
     item_index: np.ndarray  # stats index per history item (n_items when unknown to stats)
     sorted_index: np.ndarray  # item_index sorted ...
     sorted_pos: np.ndarray  # ... and the history position of each
-    copurchase_recent: np.ndarray | None = None  # dense over stats items (+1 zero slot)
-    copurchase_all: np.ndarray | None = None
-    alike: np.ndarray | None = None
+    # graph scores over the catalog (+1 zero slot): co-purchase with the last basket,
+    # co-purchase with the whole (decayed) history, similar customers ("alike")
+    neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     category_share: np.ndarray | None = None  # per stats category code (+1 zero slot)
     category_decay: np.ndarray | None = None
 
@@ -172,17 +175,30 @@ def resolve(history: CustomerHistory, stats: ItemStats) -> ResolvedHistory:
     index = stats.lookup(history.items)
     order = np.argsort(index, kind="stable")
     resolved = ResolvedHistory(stats.token, index, index[order], order)
-    size = stats.n_items + 1
     known = index < stats.n_items
     if history.n_baskets and known.any():
         src = index[known]
         last = history.in_last_basket[known] > 0
-        resolved.copurchase_recent = stats.copurchase.spread(
-            src[last], np.full(int(last.sum()), 1.0 / max(int(last.sum()), 1)), size)
         weights = history.decay_slow[known].astype(np.float64)
         weights /= weights.sum() or 1.0
-        resolved.copurchase_all = stats.copurchase.spread(src, weights, size)
-        resolved.alike = stats.alike.spread(src, weights, size)
+        if len(src) > MAX_NEIGHBOUR_SOURCES:  # bounded cost for the biggest shoppers
+            top = np.sort(np.argsort(-weights, kind="stable")[:MAX_NEIGHBOUR_SOURCES])
+            src, last, weights = src[top], last[top], weights[top]
+        in_last = (last / max(int(last.sum()), 1)).astype(np.float32)[:, None]
+        decayed = weights.astype(np.float32)[:, None]
+        size = stats.n_items + 1
+        cp_items = stats.copurchase.table_idx[src].ravel()
+        cp_sim = stats.copurchase.table_w[src]
+        al_items = stats.alike.table_idx[src].ravel()
+        # dense scatter over the catalog: measured 2-5x faster than sorting the entries,
+        # and a candidate's score is then a plain gather
+        scores = (
+            np.bincount(cp_items, weights=(cp_sim * in_last).ravel(), minlength=size),
+            np.bincount(cp_items, weights=(cp_sim * decayed).ravel(), minlength=size),
+            np.bincount(al_items, weights=(stats.alike.table_w[src] * decayed).ravel(),
+                        minlength=size),
+        )
+        resolved.neighbours = scores
     n_cat = len(stats.category_names)
     share = np.zeros(n_cat + 1, dtype=np.float32)
     decay = np.zeros(n_cat + 1, dtype=np.float32)

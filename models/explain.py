@@ -82,7 +82,7 @@ def explain(
                 reasons.append(Reason("trend", f"selling {lift:.1f}x its usual rate this week"))
         if stats.has_time_of_day and count_all > 0:
             part = int(daypart_of(context.local))
-            share = float(stats.daypart_counts[part, item]) / count_all
+            share = float(arrays[f"daypart_{part}"][item]) / count_all
             if share >= 0.4:
                 reasons.append(Reason("popular", f"popular here {_DAYPART_NAMES[part]}"))
         if len(reasons) < max_reasons and count_all > 0:

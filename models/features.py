@@ -121,100 +121,107 @@ def _log_ratio(num: np.ndarray, den: float | np.ndarray) -> np.ndarray:
 def build_features(
     history: CustomerHistory, candidates: Sequence[str], stats: ItemStats, context: Context
 ) -> np.ndarray:
-    """Feature matrix (len(candidates), len(FEATURE_NAMES)), float32, in FEATURE_NAMES order."""
+    """Feature matrix (len(candidates), len(FEATURE_NAMES)), float32, in FEATURE_NAMES order.
+
+    The result is a Fortran-ordered view (features are built column by column); callers
+    that need C order (ONNX Runtime) get it from ``Bundle.score``.
+    """
     n_cand = len(candidates)
-    out = np.zeros((n_cand, len(FEATURE_NAMES)), dtype=FEATURE_DTYPE)
+    # filled feature by feature, so column-major: each write is one contiguous run
+    out = np.zeros((len(FEATURE_NAMES), n_cand), dtype=FEATURE_DTYPE)
     if n_cand == 0:
-        return out
+        return out.T
     idx = stats.lookup(candidates)
     col = _COL
-    item = stats.item_matrix[idx]  # one gather for every item column
-    count = item[:, _ITEM["count"]]
+    # one row gather (1-2 cache lines per candidate), then columns made contiguous
+    item = np.ascontiguousarray(stats.item_matrix[idx].T)
+    count = item[_ITEM["count"]]
     n_b = max(stats.n_baskets, 1)
-    out[:, col["item_log_count"]] = np.log1p(count)
-    out[:, col["item_share"]] = item[:, _ITEM["share"]]
+    out[col["item_log_count"]] = np.log1p(count)
+    out[col["item_share"]] = item[_ITEM["share"]]
     base = (count + 1.0) / (n_b + 1.0)
     sold = count > 0  # never-sold and unknown products carry no item signal at all
     for w, name in zip(RECENT_WINDOWS_DAYS, ("7", "30"), strict=True):
-        recent = item[:, _ITEM[f"recent_{w}"]]
+        recent = item[_ITEM[f"recent_{w}"]]
         total = stats.recent_baskets.get(w, 0.0)
-        out[:, col[f"item_recent{name}_share"]] = recent / max(total, 1.0)
-        out[:, col[f"item_trend{name}"]] = np.where(
+        out[col[f"item_recent{name}_share"]] = recent / max(total, 1.0)
+        out[col[f"item_trend{name}"]] = np.where(
             sold, np.log((recent + 1.0) / (total + 1.0) / base), 0.0)
     store = context.store_id or history.main_store
-    out[:, col["item_store_share"]] = stats.store_popularity(store, idx)
-    out[:, col["item_log_buyers"]] = np.log1p(item[:, _ITEM["buyers"]])
-    out[:, col["item_repeat_share"]] = item[:, _ITEM["repeat_share"]]
-    item_interval = item[:, _ITEM["interval_days"]]
-    out[:, col["item_interval_days"]] = item_interval
-    out[:, col["item_age_days"]] = item[:, _ITEM["age_days"]]
-    price = item[:, _ITEM["price"]]
-    out[:, col["item_log_price"]] = np.log1p(price)
+    out[col["item_store_share"]] = stats.store_popularity(store, idx)
+    out[col["item_log_buyers"]] = np.log1p(item[_ITEM["buyers"]])
+    out[col["item_repeat_share"]] = item[_ITEM["repeat_share"]]
+    item_interval = item[_ITEM["interval_days"]]
+    out[col["item_interval_days"]] = item_interval
+    out[col["item_age_days"]] = item[_ITEM["age_days"]]
+    price = item[_ITEM["price"]]
+    out[col["item_log_price"]] = np.log1p(price)
     local = context.local
     weekday = int((np.floor(local / DAY) + 3) % 7)
-    out[:, col["item_weekday_lift"]] = np.where(
-        sold, (stats.weekday_counts[weekday, idx] + 1.0) / (count / 7.0 + 1.0), 0.0)
+    out[col["item_weekday_lift"]] = np.where(
+        sold, (item[_ITEM[f"weekday_{weekday}"]] + 1.0) / (count / 7.0 + 1.0), 0.0)
     if stats.has_time_of_day:
         part = int(daypart_of(local))
-        out[:, col["item_daypart_lift"]] = np.where(
-            sold, (stats.daypart_counts[part, idx] + 1.0) / (count / 4.0 + 1.0), 0.0)
+        out[col["item_daypart_lift"]] = np.where(
+            sold, (item[_ITEM[f"daypart_{part}"]] + 1.0) / (count / 4.0 + 1.0), 0.0)
     when = datetime.fromtimestamp(local, tz=UTC)
-    out[:, col["ctx_hour"]] = when.hour + when.minute / 60.0
-    out[:, col["ctx_weekday"]] = weekday
-    out[:, col["ctx_day_of_year"]] = when.timetuple().tm_yday
+    out[col["ctx_hour"]] = when.hour + when.minute / 60.0
+    out[col["ctx_weekday"]] = weekday
+    out[col["ctx_day_of_year"]] = when.timetuple().tm_yday
     if history.n_baskets:
-        _personal(out, history, candidates, idx, stats, context, item_interval, price)
-    return out
+        category = item[_ITEM["category"]].astype(np.int64)
+        _personal(out, history, candidates, idx, stats, context, item_interval, price, category)
+    return out.T
 
 
 def _personal(
     out: np.ndarray, history: CustomerHistory, candidates: Sequence[str], idx: np.ndarray,
     stats: ItemStats, context: Context, item_interval: np.ndarray, price: np.ndarray,
+    category: np.ndarray,
 ) -> None:
     col = _COL
     resolved = resolve(history, stats)
     n_items = stats.n_items
     last_visit = float(history.basket_times[-1])
-    out[:, col["cust_log_baskets"]] = np.log1p(history.n_baskets)
-    out[:, col["cust_days_since_visit"]] = max(context.timestamp - last_visit, 0.0) / DAY
-    out[:, col["cust_visit_interval"]] = history.visit_interval_days
-    out[:, col["cust_basket_size"]] = history.mean_basket_size
-    out[:, col["cust_repeat_ratio"]] = history.repeat_ratio
-    out[:, col["cust_log_distinct_items"]] = np.log1p(len(history.items))
+    out[col["cust_log_baskets"]] = np.log1p(history.n_baskets)
+    out[col["cust_days_since_visit"]] = max(context.timestamp - last_visit, 0.0) / DAY
+    out[col["cust_visit_interval"]] = history.visit_interval_days
+    out[col["cust_basket_size"]] = history.mean_basket_size
+    out[col["cust_repeat_ratio"]] = history.repeat_ratio
+    out[col["cust_log_distinct_items"]] = np.log1p(len(history.items))
 
     hpos = history_positions(history, resolved, idx, candidates, n_items)
     bought = np.flatnonzero(hpos >= 0)
     if len(bought):
         pos = hpos[bought]
         cnt = history.count[pos]
-        out[bought, col["p_count"]] = cnt
-        out[bought, col["p_share"]] = cnt / history.n_baskets
-        out[bought, col["p_decay_slow"]] = history.decay_slow[pos]
-        out[bought, col["p_decay_fast"]] = history.decay_fast[pos]
-        out[bought, col["p_in_last_basket"]] = history.in_last_basket[pos]
+        out[col["p_count"], bought] = cnt
+        out[col["p_share"], bought] = cnt / history.n_baskets
+        out[col["p_decay_slow"], bought] = history.decay_slow[pos]
+        out[col["p_decay_fast"], bought] = history.decay_fast[pos]
+        out[col["p_in_last_basket"], bought] = history.in_last_basket[pos]
         since = np.maximum(context.timestamp - history.last_ts[pos], 0.0) / DAY
-        out[bought, col["p_days_since"]] = since
+        out[col["p_days_since"], bought] = since
         interval = item_interval[bought]
-        out[bought, col["p_cycle_item"]] = np.where(interval > 0, since / np.maximum(
+        out[col["p_cycle_item"], bought] = np.where(interval > 0, since / np.maximum(
             interval, 1e-3), 0.0)
         personal = history.interval_days[pos]
-        out[bought, col["p_cycle_personal"]] = np.where(personal > 0, since / np.maximum(
+        out[col["p_cycle_personal"], bought] = np.where(personal > 0, since / np.maximum(
             personal, 1e-3), 0.0)
         if history.visit_interval_days > 0:
-            out[bought, col["p_cycle_visit"]] = since / history.visit_interval_days
-    recent, overall, alike = resolved.copurchase_recent, resolved.copurchase_all, resolved.alike
-    if recent is not None and overall is not None and alike is not None:
-        out[:, col["p_copurchase_recent"]] = recent[idx]
-        out[:, col["p_copurchase_all"]] = overall[idx]
-        out[:, col["p_alike"]] = alike[idx]
-    category = stats.arrays["category"][idx]
+            out[col["p_cycle_visit"], bought] = since / history.visit_interval_days
+    if resolved.neighbours is not None:
+        recent, overall, alike = resolved.neighbours
+        out[col["p_copurchase_recent"]] = recent[idx]
+        out[col["p_copurchase_all"]] = overall[idx]
+        out[col["p_alike"]] = alike[idx]
     assert resolved.category_share is not None and resolved.category_decay is not None
-    out[:, col["p_category_share"]] = resolved.category_share[category]
-    out[:, col["p_category_decay"]] = resolved.category_decay[category]
+    out[col["p_category_share"]] = resolved.category_share[category]
+    out[col["p_category_decay"]] = resolved.category_decay[category]
     priced = price > 0
     if history.typical_item_price and history.typical_item_price > 0:
-        out[:, col["p_price_ratio"]] = np.where(
+        out[col["p_price_ratio"]] = np.where(
             priced, _log_ratio(price, history.typical_item_price), 0.0)
     if history.typical_basket_value and history.typical_basket_value > 0:
-        out[:, col["p_price_vs_basket"]] = np.where(
+        out[col["p_price_vs_basket"]] = np.where(
             priced, price / history.typical_basket_value, 0.0)

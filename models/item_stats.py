@@ -119,14 +119,6 @@ class Neighbours:
         return cls(np.full((n_items + 1, k), n_items, dtype=np.int32),
                    np.zeros((n_items + 1, k), dtype=np.float32))
 
-    def spread(self, sources: np.ndarray, source_weights: np.ndarray, size: int) -> np.ndarray:
-        """Σ_r w_r · sim(r, ·) as a dense vector of ``size`` (float64)."""
-        if len(sources) == 0:
-            return np.zeros(size, dtype=np.float64)
-        weights = self.table_w[sources] * source_weights[:, None].astype(np.float32)
-        return np.bincount(self.table_idx[sources].ravel(), weights=weights.ravel(),
-                           minlength=size)
-
     def row(self, item: int) -> list[int]:
         """Neighbours of one item, best first."""
         pad = len(self.table_idx) - 1
@@ -256,9 +248,8 @@ class ItemStats:
         self.store_indptr = np.zeros(1, dtype=np.int64)
         self.store_items = np.zeros(0, dtype=np.int64)
         self.store_counts = np.zeros(0, dtype=np.float32)
-        self.store_top: list[np.ndarray] = []  # per store code: best-selling item indices
-        self.weekday_counts = np.zeros((7, 1), dtype=np.float32)
-        self.daypart_counts = np.zeros((DAYPARTS, 1), dtype=np.float32)
+        self.store_top: list[np.ndarray] = []
+        self._store_share: dict[int, np.ndarray] = {}  # per store code: best-selling item indices
         self.has_time_of_day = False
         self.visit_interval_days = 7.0
         self.copurchase = Neighbours.empty(0)
@@ -279,31 +270,32 @@ class ItemStats:
     def get(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
-    def _set_item_matrix(self, columns: dict[str, np.ndarray], category: np.ndarray) -> None:
-        """One (n_items + 1, k) float32 matrix: a visit gathers all item columns at once."""
+    def _set_item_matrix(self, columns: dict[str, np.ndarray]) -> None:
+        """One row per item with every item column: a visit gathers 1-2 cache lines per
+        candidate instead of one per column (features are memory-latency bound)."""
         self.item_matrix = np.ascontiguousarray(
             np.stack([columns[k] for k in ITEM_COLUMNS], axis=1), dtype=np.float32)
         self.arrays = {k: self.item_matrix[:, j] for j, k in enumerate(ITEM_COLUMNS)}
-        self.arrays["category"] = category
+        self.arrays["category"] = self.item_matrix[:, ITEM_COLUMNS.index("category")].astype(
+            np.int64)
 
     def lookup(self, product_ids: Sequence[str]) -> np.ndarray:
         """Item indices; unknown products map to the zero slot ``n_items``."""
-        # map(dict.get) runs in C; None (unknown) becomes nan in a float array
-        found = np.array(list(map(self.index.get, product_ids)), dtype=np.float64)
-        return np.where(np.isnan(found), self.n_items, found).astype(np.int64)
+        get, n = self.index.get, self.n_items  # a list comprehension measured 5x faster
+        return np.array([get(p, n) for p in product_ids], dtype=np.int64)  # than np.fromiter
 
     def store_popularity(self, store_id: str | None, items: np.ndarray) -> np.ndarray:
         """Share of the store's baskets containing each item (0 for unknown store/item)."""
         code = self.store_index.get(store_id) if store_id is not None else None
         if code is None or self.store_baskets[code] <= 0:
             return np.zeros(len(items), dtype=np.float32)
-        lo, hi = self.store_indptr[code], self.store_indptr[code + 1]
-        row_items = self.store_items[lo:hi]
-        pos = np.searchsorted(row_items, items)
-        pos = np.minimum(pos, max(len(row_items) - 1, 0))
-        hit = (row_items[pos] == items) if len(row_items) else np.zeros(len(items), bool)
-        counts = np.where(hit, self.store_counts[lo:hi][pos] if len(row_items) else 0.0, 0.0)
-        return (counts / self.store_baskets[code]).astype(np.float32)
+        dense = self._store_share.get(code)
+        if dense is None:  # built on first use: a store device only ever asks for its own
+            lo, hi = self.store_indptr[code], self.store_indptr[code + 1]
+            dense = np.zeros(self.n_items + 1, dtype=np.float32)
+            dense[self.store_items[lo:hi]] = self.store_counts[lo:hi] / self.store_baskets[code]
+            self._store_share[code] = dense
+        return dense[items]
 
     @classmethod
     def from_arrays(
@@ -329,8 +321,9 @@ class ItemStats:
         self.n_items = n
         self.reference = as_of if as_of is not None else (float(ts.max()) + 1.0 if n else 0.0)
         if len(item) == 0:
-            self._set_item_matrix({k: np.zeros(n + 1, np.float32) for k in ITEM_COLUMNS},
-                                  np.full(n + 1, -1, dtype=np.int64))
+            empty = {k: np.zeros(n + 1, np.float32) for k in ITEM_COLUMNS}
+            empty["category"] = np.full(n + 1, -1.0, dtype=np.float32)
+            self._set_item_matrix(empty)
             self.copurchase = self.alike = Neighbours.empty(n)
             self.recent_baskets = {w: 0.0 for w in RECENT_WINDOWS_DAYS}
             return self
@@ -395,17 +388,16 @@ class ItemStats:
             recent = b_ts >= self.reference - w * DAY
             arrays[f"recent_{w}"] = _pad(np.bincount(b_item[recent], minlength=n))
             self.recent_baskets[w] = float(len(np.unique(b_basket[recent])))
-        self._set_item_matrix(arrays, np.r_[category, -1])
-
         local = b_ts + utc_offset_s
-        wd = weekday_of(local)
-        self.weekday_counts = np.bincount(wd * (n + 1) + b_item, minlength=7 * (n + 1)).reshape(
-            7, n + 1).astype(np.float32)
         self.has_time_of_day = bool(np.any(np.mod(local, DAY) != 0))
+        wd = weekday_of(local)
+        for d in range(7):
+            arrays[f"weekday_{d}"] = _pad(np.bincount(b_item[wd == d], minlength=n))
         dp = daypart_of(local)
-        self.daypart_counts = np.bincount(
-            dp * (n + 1) + b_item, minlength=DAYPARTS * (n + 1)
-        ).reshape(DAYPARTS, n + 1).astype(np.float32)
+        for d in range(DAYPARTS):
+            arrays[f"daypart_{d}"] = _pad(np.bincount(b_item[dp == d], minlength=n))
+        arrays["category"] = np.r_[category, -1].astype(np.float32)
+        self._set_item_matrix(arrays)
 
         store_codes = np.unique(b_store[b_store >= 0])
         self.store_index = {tx.stores[s]: i for i, s in enumerate(store_codes)}
@@ -452,4 +444,6 @@ class ItemStats:
 
 
 ITEM_COLUMNS = ("count", "share", "buyers", "repeat_share", "interval_days", "price",
-                "age_days", *(f"recent_{w}" for w in RECENT_WINDOWS_DAYS))
+                "age_days", *(f"recent_{w}" for w in RECENT_WINDOWS_DAYS),
+                *(f"weekday_{d}" for d in range(7)), *(f"daypart_{d}" for d in range(DAYPARTS)),
+                "category")
