@@ -58,8 +58,23 @@ class Examples:
         return np.diff(self.offsets)
 
     def subset(self, keep: Sequence[int]) -> Examples:
-        rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
-        index = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        """Queries ``keep`` (in that order); a contiguous ascending range is a view."""
+        keep = list(keep)
+        if keep and keep == list(range(keep[0], keep[-1] + 1)):
+            lo, hi = keep[0], keep[-1] + 1
+            rows = slice(int(self.offsets[lo]), int(self.offsets[hi]))
+            return Examples(
+                keys=self.keys[lo:hi],
+                X=self.X[rows],
+                offsets=self.offsets[lo:hi + 1] - self.offsets[lo],
+                candidates=self.candidates[lo:hi],
+                y=None if self.y is None else self.y[rows],
+                missed=None if self.missed is None else self.missed[lo:hi],
+                targets=self.targets[lo:hi] if self.targets else [],
+                times=None if self.times is None else self.times[lo:hi],
+            )
+        rows_list = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
+        index = np.concatenate(rows_list) if rows_list else np.zeros(0, dtype=np.int64)
         sizes = np.array([self.offsets[i + 1] - self.offsets[i] for i in keep], dtype=np.int64)
         return Examples(
             keys=[self.keys[i] for i in keep],
@@ -67,9 +82,9 @@ class Examples:
             offsets=np.r_[0, np.cumsum(sizes)],
             candidates=[self.candidates[i] for i in keep],
             y=None if self.y is None else self.y[index],
-            missed=None if self.missed is None else self.missed[list(keep)],
+            missed=None if self.missed is None else self.missed[keep],
             targets=[self.targets[i] for i in keep] if self.targets else [],
-            times=None if self.times is None else self.times[list(keep)],
+            times=None if self.times is None else self.times[keep],
         )
 
 
@@ -124,43 +139,47 @@ def featurise(
     max_snapshots: int = 400,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
 ) -> Examples:
-    """Candidates + features (+ labels when queries carry targets) for every query."""
+    """Candidates + features (+ labels when queries carry targets) for every query.
+
+    Queries come back in processing order (by snapshot time; ``keys`` say which is which),
+    written straight into one preallocated matrix: no per-query blocks to concatenate.
+    """
     plan = cutoff_plan((q.context.timestamp for q in queries), max_snapshots)
     order = sorted(range(len(queries)), key=lambda i: (plan[queries[i].context.timestamp], i))
-    blocks: list[np.ndarray] = [np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)] * len(
-        queries)
-    cands: list[list[str]] = [[] for _ in queries]
-    labels: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(queries)
+    width = len(FEATURE_NAMES)
+    X = np.empty((len(queries) * limit, width), dtype=np.float32)
+    with_targets = bool(queries) and all(q.target is not None for q in queries)
+    y = np.empty(len(queries) * limit, dtype=np.float32) if with_targets else None
+    cands: list[list[str]] = []
     missed = np.zeros(len(queries), dtype=np.int64)
-    with_targets = all(q.target is not None for q in queries)
+    offsets = np.zeros(len(queries) + 1, dtype=np.int64)
     iterator: Iterable[int] = progress(order) if progress is not None else order
-    for i in iterator:
+    end = 0
+    for n, i in enumerate(iterator):
         query = queries[i]
         stats = snapshots.at(plan[query.context.timestamp])
-        chosen = generate_candidates(query.history, stats, query.context, limit=limit)
-        cands[i] = chosen
-        blocks[i] = build_features(query.history, chosen, stats, query.context)
-        query.history._resolved = None  # the dense co-purchase vectors are large
-        if with_targets and query.target is not None:
+        chosen = generate_candidates(query.history, stats, query.context, limit=limit)[:limit]
+        cands.append(chosen)
+        start, end = end, end + len(chosen)
+        X[start:end] = build_features(query.history, chosen, stats, query.context)
+        offsets[n + 1] = end
+        query.history._resolved = None  # the dense neighbour scores are large
+        if y is not None and query.target is not None:
             hit = np.fromiter((c in query.target for c in chosen), dtype=np.float32,
                               count=len(chosen))
-            labels[i] = hit
-            missed[i] = len(query.target) - int(hit.sum())
-    sizes = np.array([len(c) for c in cands], dtype=np.int64)
+            y[start:end] = hit
+            missed[n] = len(query.target) - int(hit.sum())
+    ordered = [queries[i] for i in order]
     return Examples(
-        keys=[q.key for q in queries],
-        X=np.concatenate(blocks) if queries else blocks_empty(),
-        offsets=np.r_[0, np.cumsum(sizes)],
+        keys=[q.key for q in ordered],
+        X=X[:end],
+        offsets=offsets,
         candidates=cands,
-        y=np.concatenate(labels) if with_targets and queries else None,
+        y=None if y is None else y[:end],
         missed=missed if with_targets else None,
-        targets=[q.target for q in queries if q.target is not None] if with_targets else [],
-        times=np.array([q.context.timestamp for q in queries], dtype=np.float64),
+        targets=[q.target for q in ordered if q.target is not None] if with_targets else [],
+        times=np.array([q.context.timestamp for q in ordered], dtype=np.float64),
     )
-
-
-def blocks_empty() -> np.ndarray:
-    return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
 
 
 def last_basket_queries(

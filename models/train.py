@@ -200,8 +200,9 @@ def train_bundle(
     snapshots = Snapshots(tx, graph_refresh_days=config.graph_refresh_days)
     everything = featurise([*train_q, *val_q], snapshots, limit=config.candidates,
                            max_snapshots=config.max_snapshots, progress=bar("features"))
-    train_ex = everything.subset(range(len(train_q)))
-    val_ex = everything.subset(range(len(train_q), len(everything.keys)))
+    val_keys = {q.key for q in val_q}
+    train_ex = everything.subset([i for i, k in enumerate(everything.keys) if k not in val_keys])
+    val_ex = everything.subset([i for i, k in enumerate(everything.keys) if k in val_keys])
     booster = fit_booster(train_ex, val_ex, config)
     with tempfile.TemporaryDirectory() as tmp:
         draft = write_bundle(tmp, booster_to_onnx(booster, len(FEATURE_NAMES)),

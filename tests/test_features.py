@@ -121,7 +121,10 @@ def test_training_rows_equal_serving_rows(rows) -> None:
     examples = featurise(queries, Snapshots(TxArrays.from_transactions(rows),
                                             graph_refresh_days=0), limit=40)
     own = customer_rows(rows)
-    for i, query in enumerate(queries):
+    position = {key: i for i, key in enumerate(examples.keys)}
+    assert sorted(position) == sorted(q.key for q in queries)
+    for query in queries:
+        i = position[query.key]
         t = query.context.timestamp
         serving_stats = ItemStats.build(rows, as_of=day_start(t))
         customer = query.key.split("#")[0]

@@ -7,13 +7,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from models.bundle import load_bundle
+from models.examples import last_basket_queries
 from models.synthetic import synthetic_transactions
-from models.train import fit_platt
+from models.train import fit_platt, split_queries
 from models.transactions import write_canonical
 
 pytest.importorskip("lightgbm")
@@ -105,3 +107,68 @@ def test_platt_recovers_a_known_calibration() -> None:
     labels = (rng.random(20000) < 1 / (1 + np.exp(-(1.5 * scores - 1.0)))).astype(float)
     a, b = fit_platt(scores, labels)
     assert a == pytest.approx(1.5, abs=0.1) and b == pytest.approx(-1.0, abs=0.1)
+
+
+def _nbr_dataset():
+    from collections import defaultdict
+
+    from models.nbr import Fold, NBRDataset, UserSequence
+
+    rows = list(synthetic_transactions(customers=120, products=120, days=90, seed=4))
+    by_user = defaultdict(list)
+    for r in rows:
+        by_user[r.customer_id].append(r)
+    users = {}
+    for uid, own in by_user.items():
+        days = sorted({r.timestamp for r in own})
+        if len(days) < 4:
+            continue
+        target = [r for r in own if r.timestamp == days[-1]]
+        users[uid] = UserSequence(uid, tuple(r for r in own if r.timestamp < days[-1]),
+                                  frozenset(r.product_id for r in target), days[-1])
+    ids = sorted(users)
+    fold = Fold(0, tuple(ids[: len(ids) * 7 // 10]), tuple(ids[len(ids) * 7 // 10:
+                                                               len(ids) * 8 // 10]),
+                tuple(ids[len(ids) * 8 // 10:]))
+    items = frozenset(r.product_id for u in users.values() for r in u.history)
+    return NBRDataset("synthetic", users, [fold], items), fold
+
+
+def test_ranker_method_only_learns_from_the_past(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace as dc_replace
+
+    import models.ranker_method as rm
+
+    seen: list[tuple[float, float]] = []  # (window start, latest visit its model saw)
+    real_fit, real_model_for = rm.fit_booster, rm.RankerMethod._model_for
+    current: list[float] = []
+
+    def model_for(self: rm.RankerMethod, start: float) -> object:
+        current.append(start)
+        return real_model_for(self, start)
+
+    def fit(train: Any, val: Any, config: Any) -> Any:
+        latest = max(train.times.max(), val.times.max() if val is not None else -1)
+        seen.append((current[-1], float(latest)))
+        return real_fit(train, val, config)
+
+    monkeypatch.setattr(rm.RankerMethod, "_model_for", model_for)
+    monkeypatch.setattr(rm, "fit_booster", fit)
+    dataset, fold = _nbr_dataset()
+    method = rm.RankerMethod(rm.variant(num_trees=10), window_days=7)
+    method.fit(dataset, fold)
+    assert seen, "no window had enough earlier visits to learn from"
+    assert all(latest < start for start, latest in seen)
+    for user_id in fold.test:
+        user = dc_replace(dataset.users[user_id], target_items=frozenset())  # blind
+        top = method.recommend(user, 10)
+        assert len(top) == len(set(top)) <= 10 and set(top) <= dataset.items
+        assert method._window_start(user.target_timestamp) <= user.target_timestamp
+
+
+def test_validation_is_the_most_recent_visits() -> None:
+    rows = list(synthetic_transactions(customers=60, products=80, days=60, seed=2))
+    queries = last_basket_queries(rows, targets_per_customer=3)
+    train, val = split_queries(queries, 0.1, seed=1)
+    assert train and val and len(train) + len(val) == len(queries)
+    assert max(q.context.timestamp for q in train) < min(q.context.timestamp for q in val)
