@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown["mqtt"]["password"] = "***"
         print(json.dumps(shown, indent=2, default=str))
         return 0
+
+    # One thread per native pool, set before numpy/onnxruntime load: the worker scores one
+    # visit at a time, and idle OpenBLAS threads spinning on a 2-core store device steal
+    # the CPU the broker and the MQTT thread need (ORT threads are set per session).
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
     import uvicorn  # only when serving
 
