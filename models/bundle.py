@@ -189,7 +189,7 @@ def write_bundle(
     _atomic_write(root / MODEL_FILE, onnx_bytes)
     _atomic_write(root / MANIFEST_FILE,
                   (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    logger.info("bundle %s written to %s (%d bytes)", manifest["version"], root, len(onnx_bytes))
+    logger.debug("bundle %s written to %s (%d bytes)", manifest["version"], root, len(onnx_bytes))
     return root
 
 

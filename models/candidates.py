@@ -44,11 +44,12 @@ def generate_candidates(
     extra: list[str] = []
     if history.n_baskets:
         resolved = resolve(history, stats)
-        order = np.argsort(-(history.decay_slow + 1e-3 * history.count), kind="stable")
         personal_quota = max(1, int(limit * PERSONAL_SHARE))
-        _take(resolved.item_index[order], taken, chosen, personal_quota)
+        mine = history.by_weight[:personal_quota].tolist()
+        index = resolved.top_index[: len(mine)]
+        _take(index, taken, chosen, personal_quota)
         # products stats never saw (a brand-new product in today's basket) still count
-        extra = [history.items[i] for i in order if resolved.item_index[i] >= n]
+        extra = [history.items[i] for i, j in zip(mine, index.tolist(), strict=True) if j >= n]
         extra = extra[: max(personal_quota - len(chosen), 0)]
         if resolved.neighbours is not None:
             recent, overall, alike = resolved.neighbours

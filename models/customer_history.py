@@ -29,9 +29,12 @@ class ResolvedHistory:
     """The history mapped onto one ``ItemStats`` index (cached per stats snapshot)."""
 
     token: int
-    item_index: np.ndarray  # stats index per history item (n_items when unknown to stats)
-    sorted_index: np.ndarray  # item_index sorted ...
-    sorted_pos: np.ndarray  # ... and the history position of each
+    # stats index of every history item (n_items when unknown to stats), sorted, with the
+    # history position of each: candidates find their history entry by binary search
+    sorted_index: np.ndarray
+    sorted_pos: np.ndarray
+    # stats index of the customer's items in ``history.by_weight`` order
+    top_index: np.ndarray
     # graph scores over the catalog (+1 zero slot): co-purchase with the last basket,
     # co-purchase with the whole (decayed) history, similar customers ("alike")
     neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -43,10 +46,11 @@ class CustomerHistory:
     """Per-item personal statistics of one customer (empty for anonymous visitors)."""
 
     __slots__ = (
-        "_resolved", "basket_times", "category_decay", "category_share", "count", "customer_id",
-        "decay_fast", "decay_slow", "first_ts", "in_last_basket", "interval_days", "item_pos",
-        "items", "last_ts", "main_store", "mean_basket_size", "n_baskets", "repeat_ratio",
-        "rows", "typical_basket_value", "typical_item_price", "visit_interval_days",
+        "_resolved", "basket_times", "by_weight", "category_decay", "category_share", "count",
+        "customer_id", "decay_fast", "decay_slow", "first_ts", "in_last_basket",
+        "interval_days", "item_pos", "items", "last_ts", "main_store", "mean_basket_size",
+        "n_baskets", "repeat_ratio", "rows", "typical_basket_value", "typical_item_price",
+        "visit_interval_days",
     )
 
     def __init__(self, rows: tuple[Transaction, ...] = ()) -> None:
@@ -124,6 +128,8 @@ class CustomerHistory:
         ).astype(np.float32)
         self.in_last_basket = (self.last_ts == (self.basket_times[-1] if n else 0.0)).astype(
             np.float32)
+        # the customer's items, most relevant first (decayed frequency, then count)
+        self.by_weight = np.argsort(-(self.decay_slow + 1e-3 * self.count), kind="stable")
         total_cat = sum(cat_count.values()) or 1.0
         total_decay = sum(cat_decay.values()) or 1.0
         self.category_share = {c: v / total_cat for c, v in cat_count.items()}
@@ -156,6 +162,10 @@ class CustomerHistory:
         """A new history including a just-scanned POS basket (the original is unchanged)."""
         return CustomerHistory.from_transactions((*self.rows, *rows))
 
+    def release(self) -> None:
+        """Drop the cached per-snapshot data (catalog-sized arrays) once done scoring."""
+        self._resolved = None
+
     @property
     def last_visit(self) -> float | None:
         return float(self.basket_times[-1]) if self.n_baskets else None
@@ -172,18 +182,18 @@ def resolve(history: CustomerHistory, stats: ItemStats) -> ResolvedHistory:
     cached = history._resolved
     if cached is not None and cached.token == stats.token:
         return cached
-    index = stats.lookup(history.items)
-    order = np.argsort(index, kind="stable")
-    resolved = ResolvedHistory(stats.token, index, index[order], order)
+    everything = stats.lookup(history.items)
+    order = np.argsort(everything, kind="stable")
+    top = history.by_weight[:MAX_NEIGHBOUR_SOURCES]  # bounded cost for the biggest shoppers
+    resolved = ResolvedHistory(stats.token, everything[order], order,
+                               everything[history.by_weight])
+    index = everything[top]
     known = index < stats.n_items
     if history.n_baskets and known.any():
-        src = index[known]
-        last = history.in_last_basket[known] > 0
-        weights = history.decay_slow[known].astype(np.float64)
-        weights /= weights.sum() or 1.0
-        if len(src) > MAX_NEIGHBOUR_SOURCES:  # bounded cost for the biggest shoppers
-            top = np.sort(np.argsort(-weights, kind="stable")[:MAX_NEIGHBOUR_SOURCES])
-            src, last, weights = src[top], last[top], weights[top]
+        src, pos = index[known], top[known]
+        last = history.in_last_basket[pos] > 0
+        weights = history.decay_slow[pos].astype(np.float64) / (
+            float(history.decay_slow.sum()) or 1.0)
         in_last = (last / max(int(last.sum()), 1)).astype(np.float32)[:, None]
         decayed = weights.astype(np.float32)[:, None]
         size = stats.n_items + 1

@@ -163,7 +163,7 @@ def featurise(
         start, end = end, end + len(chosen)
         X[start:end] = build_features(query.history, chosen, stats, query.context)
         offsets[n + 1] = end
-        query.history._resolved = None  # the dense neighbour scores are large
+        query.history.release()  # the dense neighbour scores are catalog-sized
         if y is not None and query.target is not None:
             hit = np.fromiter((c in query.target for c in chosen), dtype=np.float32,
                               count=len(chosen))

@@ -108,8 +108,7 @@ def history_positions(
     slot = np.minimum(np.searchsorted(sorted_index, idx), len(sorted_index) - 1)
     found = (sorted_index[slot] == idx) & (idx < n_items)
     hpos = np.where(found, resolved.sorted_pos[slot], -1)
-    unknown = np.flatnonzero(idx >= n_items)  # new products: match by id
-    for k in unknown.tolist():
+    for k in np.flatnonzero(idx >= n_items).tolist():  # products stats never saw: by id
         hpos[k] = history.item_pos.get(candidates[k], -1)
     return hpos
 
@@ -131,7 +130,7 @@ def build_features(
     out = np.zeros((len(FEATURE_NAMES), n_cand), dtype=FEATURE_DTYPE)
     if n_cand == 0:
         return out.T
-    idx = stats.lookup(candidates)
+    idx = stats.lookup_candidates(candidates)
     col = _COL
     # one row gather (1-2 cache lines per candidate), then columns made contiguous
     item = np.ascontiguousarray(stats.item_matrix[idx].T)
@@ -181,7 +180,6 @@ def _personal(
 ) -> None:
     col = _COL
     resolved = resolve(history, stats)
-    n_items = stats.n_items
     last_visit = float(history.basket_times[-1])
     out[col["cust_log_baskets"]] = np.log1p(history.n_baskets)
     out[col["cust_days_since_visit"]] = max(context.timestamp - last_visit, 0.0) / DAY
@@ -190,7 +188,7 @@ def _personal(
     out[col["cust_repeat_ratio"]] = history.repeat_ratio
     out[col["cust_log_distinct_items"]] = np.log1p(len(history.items))
 
-    hpos = history_positions(history, resolved, idx, candidates, n_items)
+    hpos = history_positions(history, resolved, idx, candidates, stats.n_items)
     bought = np.flatnonzero(hpos >= 0)
     if len(bought):
         pos = hpos[bought]

@@ -94,7 +94,7 @@ def recommend_all(
         if candidates:
             scores = bundle.score(build_features(history, candidates, stats, context))
             results[i] = _top(scores, candidates, k)
-        history._resolved = None
+        history.release()
     return results
 
 

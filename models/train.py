@@ -233,9 +233,11 @@ def train_bundle(
     }
     metrics["candidate_recall"] = _candidate_recall(val_ex)
     logger.info("validation %s", metrics)
-    return write_bundle(out_dir, onnx_bytes, feature_names=FEATURE_NAMES,
-                        training_summary=summary, metrics={"validation": metrics},
-                        calibration={"a": a, "b": b})
+    written = write_bundle(out_dir, onnx_bytes, feature_names=FEATURE_NAMES,
+                           training_summary=summary, metrics={"validation": metrics},
+                           calibration={"a": a, "b": b})
+    logger.info("bundle written to %s (%d bytes, %d trees)", written, len(onnx_bytes), trees)
+    return written
 
 
 def _candidate_recall(examples: Examples) -> float:
