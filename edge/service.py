@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from edge.live import LiveHub
 from edge.messages import DeadLetter
 from edge.metrics import EdgeMetrics
 from edge.ranking import Ranker
-from edge.rules import CapState, CustomerContext, Decision, decide
+from edge.rules import CapState, CustomerContext, Decision, Suggestion, decide
 from edge.settings import EdgeSettings
 from edge.store import CatalogItem, EdgeStore
 from edge.tokens import TokenRejected, TokenVerifier
@@ -320,18 +320,24 @@ class EdgeService:
         # caps in between, and the tablet gets its card ~0.15 ms sooner.
         self.publish(self.topics.staff_recommendations, card, 1, False)
         self.live.update_card(visit.visit_id, card)
-        self.store.log_impressions(
-            event_id,
-            visit_id=visit.visit_id,
-            subject=visit.subject,
-            channel="staff",
-            ts=now,
-            items=[_impression(s) for s in decision.staff],
-        )
+        self._record_impressions(event_id, visit, "staff", decision.staff, now)
         self.metrics.recommendations.labels("staff", ranked.source).inc()
         self._deliver_app_offer(visit, decision, now)
         self.metrics.ranking_seconds.observe(time.perf_counter() - started)
         return decision
+
+    def _record_impressions(
+        self, event_id: str, visit: Visit, channel: str, shown: Sequence[Suggestion], now: float
+    ) -> None:
+        """What the customer was shown, per channel: the caps read it back."""
+        self.store.log_impressions(
+            event_id,
+            visit_id=visit.visit_id,
+            subject=visit.subject,
+            channel=channel,
+            ts=now,
+            items=[_impression(s) for s in shown],
+        )
 
     def _deliver_app_offer(self, visit: Visit, decision: Decision, now: float) -> None:
         if decision.app_offer is None:
@@ -346,14 +352,7 @@ class EdgeService:
             offer_id=None,
         )
         self.publish(self.topics.app_offers(visit.subject), offer, 1, False)
-        self.store.log_impressions(
-            event_id,
-            visit_id=visit.visit_id,
-            subject=visit.subject,
-            channel="app",
-            ts=now,
-            items=[_impression(decision.app_offer)],
-        )
+        self._record_impressions(event_id, visit, "app", (decision.app_offer,), now)
         self.metrics.recommendations.labels("app", "model").inc()
 
     def _in_stock(self, zone: str | None) -> list[CatalogItem]:
