@@ -40,9 +40,11 @@ class TrainConfig:
     """Everything that shapes a model; stored in the manifest so a bundle can be rebuilt."""
 
     objective: str = "binary"  # or "lambdarank"
-    num_trees: int = 40  # ORT cost ~14 µs per tree per 1,000 candidates, whatever the leaves
+    # ORT costs ~14 µs per tree per 1,000 candidates, whatever the leaves; on the Ta-Feng
+    # folds 20 trees keep ~97% of 40 trees' recall for half the scoring time
+    num_trees: int = 20
     num_leaves: int = 15
-    learning_rate: float = 0.1
+    learning_rate: float = 0.18
     min_data_in_leaf: int = 1000  # capped to rows/500 on small data (see lgb_params)
     feature_fraction: float = 0.9
     bagging_fraction: float = 0.8

@@ -198,3 +198,15 @@ def test_features_for_1000_candidates_are_fast() -> None:
         build_features(history, cands, stats, ctx)
         times.append(time.perf_counter() - start)
     assert float(np.median(times)) < 3e-3  # ~0.3 ms measured; generous for a busy CI box
+
+
+def test_candidate_lookup_cache_is_exact(stats) -> None:
+    ids = list(stats.product_ids[:100])
+    first = stats.lookup_candidates(ids)
+    assert list(first) == list(stats.lookup(ids))
+    again = stats.lookup_candidates(list(ids))  # the service builds a new list per visit
+    assert again is first and not again.flags.writeable
+    swapped = [ids[0], *reversed(ids[1:-1]), ids[-1]]  # same length, first and last id
+    assert list(stats.lookup_candidates(swapped)) == list(stats.lookup(swapped))
+    with_unknown = [ids[0], *ids[1:-1][:50], "never-sold", *ids[52:-1], ids[-1]]
+    assert stats.lookup_candidates(with_unknown)[51] == stats.n_items
