@@ -8,6 +8,7 @@ store closes. Nothing here runs at import time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -109,6 +110,10 @@ class EdgeRuntime:
             clock=clock,
         )
         service.refresh_stats(now)
+        # Item statistics and the model are long-lived: move them out of the collector's
+        # reach so a full collection does not land in the middle of a visit's ranking.
+        gc.collect()
+        gc.freeze()
         dispatcher = Dispatcher(
             service.handlers(),
             metrics=metrics,
