@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = settings.model_dump(mode="json")
         if shown["mqtt"].get("password"):
             shown["mqtt"]["password"] = "***"
+        if shown["hub"].get("store_key"):
+            shown["hub"]["store_key"] = "***"
         print(json.dumps(shown, indent=2, default=str))
         return 0
 

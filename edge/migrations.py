@@ -162,7 +162,31 @@ _EVENTS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS)
+# Hub sync state (issue 5). A feed's cursor is written in the transaction that applies its
+# page, so a crash can neither skip nor (harmfully) repeat items. An erasure is recorded when
+# applied and kept until the hub confirmed the ack: applied once, acked until confirmed. It
+# keeps no subject: the receipt must not itself be a trace of the erased member.
+_SYNC = Migration(
+    4,
+    "hub sync: feed cursors, erasure receipts",
+    (
+        """CREATE TABLE sync_feeds (
+            feed TEXT PRIMARY KEY,
+            cursor TEXT NOT NULL DEFAULT '0',
+            last_success_at REAL,               -- last time the feed was read to its end
+            items_applied INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID""",
+        """CREATE TABLE erasure_receipts (
+            erasure_id TEXT PRIMARY KEY,
+            applied_at REAL NOT NULL,
+            acked_at REAL                       -- NULL until the hub confirmed the ack
+        ) WITHOUT ROWID""",
+        "CREATE INDEX erasure_receipts_unacked ON erasure_receipts(applied_at) "
+        "WHERE acked_at IS NULL",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _SYNC)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

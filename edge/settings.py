@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -100,11 +100,46 @@ class RankingSettings(_Section):
     stats_refresh_s: float = Field(300.0, ge=1)
 
 
+class HubLinkSettings(_Section):
+    """The link to the chain's hub (issue 5). ``hub_url`` None = standalone: no sync threads.
+
+    Offline-first: the store serves from its own SQLite whatever the hub does; these values
+    only decide how eagerly it catches up. ``store_key`` is a secret (``--check-config``
+    masks it, ``repr`` hides it); it is required as soon as a hub is configured.
+    """
+
+    hub_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    store_key: str | None = Field(None, repr=False, min_length=8)
+    poll_interval_s: float = Field(2.0, gt=0, le=3600)  # feeds, erasures, JWKS, heartbeat
+    push_interval_s: float = Field(1.0, gt=0, le=3600)  # outbox → hub
+    batch_size: int = Field(500, ge=1, le=1000)  # events per POST (the hub takes <= 1000)
+    feed_page_size: int = Field(1000, ge=1, le=5000)  # items per feed page (one transaction)
+    backoff_initial_s: float = Field(1.0, gt=0, le=600)
+    backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    backoff_jitter: float = Field(0.2, ge=0, le=1)  # fraction of a delay drawn at random
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    stale_after_s: float = Field(300.0, gt=0)  # a feed not refreshed this long is stale
+    announce_queue: int = Field(1000, ge=1, le=100_000)  # pending geofence announces
+
+    @model_validator(mode="after")
+    def _key_with_url(self) -> HubLinkSettings:
+        if self.hub_url is not None and not self.store_key:
+            raise ValueError("hub.store_key is required when hub.hub_url is set")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("hub.backoff_max_s must be >= hub.backoff_initial_s")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.hub_url is not None
+
+
 class EdgeSettings(BaseSettings):
     """Everything one store's edge needs; see docs/operations.md for each key."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid", frozen=True,
+        hide_input_in_errors=True,  # errors must not echo secrets (hub.store_key, passwords)
     )
 
     chain: str = Field("demo", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -117,6 +152,7 @@ class EdgeSettings(BaseSettings):
     ranking: RankingSettings = RankingSettings()
     visit: Annotated[VisitConfig, _strict_dataclass(VisitConfig)] = VisitConfig()
     rules: Annotated[RulesConfig, _strict_dataclass(RulesConfig)] = RulesConfig()
+    hub: HubLinkSettings = HubLinkSettings()
     tick_interval_s: float = Field(1.0, gt=0, le=60)
     gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
 
