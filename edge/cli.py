@@ -14,6 +14,8 @@ from edge.settings import SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
 
+TABLET_COMMANDS = ("pair-tablet", "list-tablets", "revoke-tablet")  # edge/devices_cli.py
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storeside-edge", description=__doc__)
@@ -26,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TABLET_COMMANDS:  # pair-tablet, list-tablets, revoke-tablet
+        from edge.devices_cli import main as tablets_main
+
+        return tablets_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -11,23 +11,13 @@ Subjects are pseudonymous ids (``m-<hex>``); no table holds a loyalty number.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-import time
-from dataclasses import dataclass
 
-logger = logging.getLogger(__name__)
+# The runner is shared with the hub (models.sqlite_schema); re-exported for edge callers.
+from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
 
-
-class SchemaError(RuntimeError):
-    """The file's schema is newer than this software knows (a downgrade), or a step failed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    statements: tuple[str, ...]
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "SchemaError", "current_version",
+           "migrate"]
 
 
 _CORE = Migration(
@@ -162,6 +152,24 @@ _EVENTS = Migration(
     ),
 )
 
+# Paired staff tablets (issue 3). Only the sha256 of a device token is kept: the token is
+# shown once when pairing, and a stolen copy of the file does not let anyone in. A revoked
+# device keeps its row (who had access, until when) with ``revoked_at`` set.
+_DEVICES = Migration(
+    3,
+    "paired staff tablets",
+    (
+        """CREATE TABLE devices (
+            device_id TEXT PRIMARY KEY,
+            label TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,    -- sha256 hex of the device token
+            created_at REAL NOT NULL,
+            last_seen_at REAL,
+            revoked_at REAL
+        ) WITHOUT ROWID""",
+    ),
+)
+
 # Hub sync state (issue 5). A feed's cursor is written in the transaction that applies its
 # page, so a crash can neither skip nor (harmfully) repeat items. An erasure is recorded when
 # applied and kept until the hub confirmed the ack: applied once, acked until confirmed. It
@@ -186,52 +194,10 @@ _SYNC = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _SYNC)
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _DEVICES, _SYNC)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
-def current_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
-    return int(row[0])
-
-
 def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
-    """Bring the schema up to ``target`` (default: latest); returns the version reached.
-
-    ``conn`` must be in autocommit mode (``isolation_level=None``): each step manages its own
-    transaction. Re-running is a no-op.
-    """
-    if conn.isolation_level is not None:
-        raise SchemaError("migrate() needs a connection opened with isolation_level=None")
-    goal = LATEST_VERSION if target is None else target
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version ("
-        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
-    found = current_version(conn)
-    if found > LATEST_VERSION:
-        raise SchemaError(
-            f"database schema version {found} is newer than this software ({LATEST_VERSION})"
-        )
-    for step in MIGRATIONS:
-        if step.version > goal:
-            break
-        if step.version <= found:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if current_version(conn) >= step.version:  # another process got there first
-                conn.execute("ROLLBACK")
-                continue
-            for statement in step.statements:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version(version, name, applied_at) VALUES (?, ?, ?)",
-                (step.version, step.name, time.time()),
-            )
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise SchemaError(f"migration {step.version} ({step.name}) failed: {exc}") from exc
-        logger.info("schema migrated to version %d (%s)", step.version, step.name)
-    return current_version(conn)
+    """Bring the edge schema up to ``target`` (default: latest); returns the version reached."""
+    return apply_migrations(conn, MIGRATIONS, target)

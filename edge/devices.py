@@ -1,0 +1,221 @@
+"""Paired staff tablets: device tokens, their registry in SQLite, and the check per request.
+
+A tablet is paired once (``storeside-edge pair-tablet``): it gets a random token that is
+shown once and then lives only in the tablet's cookie (or an ``Authorization: Bearer``
+header); the edge keeps its sha256 (table ``devices``, migration 3), so the SQLite file
+alone lets nobody in. Revoking sets ``revoked_at``; the row stays as a record.
+
+Checking a token runs on every tablet request, so ``DeviceRegistry`` caches hash → device
+in memory for ``ttl_s`` (0.5 s): a revocation by another process (the CLI) is effective
+within that time, one by this process at once. ``last_seen_at`` is written at most once
+per ``touch_every_s`` per device: a tablet polling every second must not become a stream
+of write transactions competing with the event worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.store import EdgeStore
+
+logger = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "sst_"  # recognisable in a leaked log line or a secret scanner
+LABEL_MAX = 64
+BUSY_TIMEOUT_S = 5.0
+_COLUMNS = "device_id, label, created_at, last_seen_at, revoked_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: str
+    label: str
+    created_at: float
+    last_seen_at: float | None
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def hash_token(token: str) -> str:
+    """What is stored and looked up: sha256 hex of the raw token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """256 random bits, URL-safe (it travels in a pairing URL and a cookie)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@contextmanager
+def _connect(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """A short-lived connection to a migrated file (EdgeStore creates and migrates it)."""
+    EdgeStore(db_path).close()
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_label(label: str) -> str:
+    label = label.strip()
+    if not label or len(label) > LABEL_MAX or not label.isprintable():
+        raise ValueError(f"label must be 1..{LABEL_MAX} printable characters")
+    return label
+
+
+def pair_device(db_path: Path, label: str, *, now: float | None = None) -> str:
+    """Register a new tablet; returns its raw token (the only time it exists in clear).
+
+    Migrates the database first if needed, so the demo can pair before the edge runs.
+    """
+    label = _check_label(label)
+    token = new_token()
+    device_id = "tab-" + secrets.token_hex(4)
+    with _connect(Path(db_path)) as conn, _transaction(conn):
+        conn.execute(
+            "INSERT INTO devices(device_id, label, token_hash, created_at) VALUES (?, ?, ?, ?)",
+            (device_id, label, hash_token(token), time.time() if now is None else now),
+        )
+    logger.info("paired tablet %s (%s)", device_id, label)
+    return token
+
+
+def list_devices(db_path: Path) -> list[Device]:
+    """Every paired tablet, revoked ones included, oldest first."""
+    with _connect(Path(db_path)) as conn:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM devices ORDER BY created_at").fetchall()
+    return [Device(*row) for row in rows]
+
+
+def revoke_device(db_path: Path, device: str, *, now: float | None = None) -> list[Device]:
+    """Revoke the active tablet(s) whose id is ``device``, or else whose label is; returns
+    them (empty when nothing matched). Tablets stop working within ``DeviceRegistry.ttl_s``."""
+    stamp = time.time() if now is None else now
+    with _connect(Path(db_path)) as conn, _transaction(conn):
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM devices WHERE device_id = ? AND revoked_at IS NULL",
+            (device,),
+        ).fetchall() or conn.execute(
+            f"SELECT {_COLUMNS} FROM devices WHERE label = ? AND revoked_at IS NULL", (device,)
+        ).fetchall()
+        conn.executemany(
+            "UPDATE devices SET revoked_at = ? WHERE device_id = ?",
+            [(stamp, row[0]) for row in rows],
+        )
+    revoked = [Device(*row[:4], stamp) for row in rows]
+    for d in revoked:
+        logger.info("revoked tablet %s (%s)", d.device_id, d.label)
+    return revoked
+
+
+@dataclass(slots=True)
+class _Cached:
+    device: Device
+    fresh_until: float  # monotonic
+    touched_at: float  # wall clock of the last last_seen_at write
+
+
+class DeviceRegistry:
+    """The edge process's view of paired tablets: ``authenticate`` per request."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        ttl_s: float = 0.5,
+        touch_every_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.ttl_s = ttl_s
+        self.touch_every_s = touch_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, _Cached] = {}
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        # Opened on first use, after the runtime migrated the file; shared under the lock
+        # (each use is one indexed point query or one one-row update).
+        if self._conn is None:
+            self._conn = sqlite3.connect(
+                self.db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S,
+                check_same_thread=False,
+            )
+        return self._conn
+
+    def authenticate(self, token: str | None) -> Device | None:
+        """The active device holding ``token``, or None (unknown, revoked, empty)."""
+        if not token or len(token) > 256:
+            return None
+        key = hash_token(token)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit.fresh_until > now:
+                return hit.device
+            row = self._db().execute(
+                f"SELECT {_COLUMNS} FROM devices WHERE token_hash = ? AND revoked_at IS NULL",
+                (key,),
+            ).fetchone()
+            if row is None:
+                self._cache.pop(key, None)
+                return None
+            device = Device(*row)
+            touched = hit.touched_at if hit is not None else (device.last_seen_at or 0.0)
+            wall = self._clock()
+            if wall - touched >= self.touch_every_s:
+                touched = wall
+                self._touch(device.device_id, wall)
+            self._cache[key] = _Cached(device, now + self.ttl_s, touched)
+            return device
+
+    def _touch(self, device_id: str, wall: float) -> None:
+        try:
+            with _transaction(self._db()) as conn:
+                conn.execute(
+                    "UPDATE devices SET last_seen_at = ? WHERE device_id = ?", (wall, device_id)
+                )
+        except sqlite3.Error:  # best effort: a busy file must not refuse a valid tablet
+            logger.warning("could not record last_seen_at of %s", device_id, exc_info=True)
+
+    def revoke(self, device: str) -> list[Device]:
+        """Revoke through this registry: effective at once in this process."""
+        revoked = revoke_device(self.db_path, device)
+        ids = {d.device_id for d in revoked}
+        with self._lock:
+            for key in [k for k, c in self._cache.items() if c.device.device_id in ids]:
+                del self._cache[key]
+        return revoked
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._cache.clear()
