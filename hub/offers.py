@@ -1,0 +1,181 @@
+"""Offers / campaigns: validation and targeting (which store, which member, when). Pure.
+
+An offer discounts one product or a whole category by ``discount_pct`` between
+``valid_from`` and ``valid_to`` (UNIX seconds, ``[from, to)``), in a list of stores or in
+every store (``stores`` = None), optionally only for the members of one segment.
+
+Why targeting is decided at the hub: the edge has no segments (it only caches the profiles of
+members relevant to it), so a segment-targeted offer travels to a store *with the list of that
+store's eligible subjects* and only to stores where that list is non-empty. The feed code
+(``hub.catalog_store``) calls ``store_targets`` for every change; this module only decides.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+STORE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MAX_STORES = 10_000
+_FIELDS = ("offer_id", "product_id", "category", "discount_pct", "valid_from", "valid_to",
+           "segment", "stores", "title")
+
+
+class OfferError(ValueError):
+    """An offer document that cannot be stored; ``field`` names the offending key."""
+
+    def __init__(self, field: str, message: str, reason: str = "bad_offer") -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.reason = reason
+
+    def detail(self) -> dict[str, str]:
+        return {"reason": self.reason, "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True)
+class OfferSpec:
+    offer_id: str
+    product_id: str | None
+    category: str | None
+    discount_pct: float
+    valid_from: float
+    valid_to: float
+    segment: str | None = None
+    stores: tuple[str, ...] | None = None  # None: every registered store
+    title: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "offer_id": self.offer_id, "product_id": self.product_id,
+            "category": self.category, "discount_pct": self.discount_pct,
+            "valid_from": self.valid_from, "valid_to": self.valid_to,
+            "segment": self.segment,
+            "stores": list(self.stores) if self.stores is not None else None,
+            "title": self.title,
+        }
+
+
+def _optional_text(doc: Mapping[str, Any], key: str, limit: int = 200) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise OfferError(key, f"must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def _time(doc: Mapping[str, Any], key: str) -> float:
+    value = doc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise OfferError(key, f"must be a UNIX time in seconds, got {value!r}")
+    return float(value)
+
+
+def check_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise OfferError(field, "must match " + ID_PATTERN.pattern)
+    return value
+
+
+def parse_offer(doc: object, offer_id: str | None = None) -> OfferSpec:
+    """Validate an offer document (``offer_id`` from the URL wins over the body's)."""
+    if not isinstance(doc, Mapping):
+        raise OfferError("body", "expected a JSON object")
+    unknown = sorted(set(doc) - set(_FIELDS))
+    if unknown:
+        raise OfferError(unknown[0], "unknown field")
+    oid = check_id(offer_id if offer_id is not None else doc.get("offer_id"), "offer_id")
+    if offer_id is not None and doc.get("offer_id") not in (None, offer_id):
+        raise OfferError("offer_id", "differs from the offer id in the path")
+    product = _optional_text(doc, "product_id", 64)
+    category = _optional_text(doc, "category", 120)
+    if product is None and category is None:
+        raise OfferError("product_id", "an offer needs a product_id or a category (or both)")
+    pct = doc.get("discount_pct")
+    if (isinstance(pct, bool) or not isinstance(pct, int | float) or not math.isfinite(pct)
+            or not 0 < pct <= 100):
+        raise OfferError("discount_pct", f"must be a number in (0, 100], got {pct!r}")
+    start, end = _time(doc, "valid_from"), _time(doc, "valid_to")
+    if not start < end:
+        raise OfferError("valid_to", "must be after valid_from")
+    segment = doc.get("segment")
+    if segment is not None:
+        check_id(segment, "segment")
+    stores = doc.get("stores")
+    if stores is not None:
+        if not isinstance(stores, list) or len(stores) > MAX_STORES:
+            raise OfferError("stores", "must be a list of store ids, or null for every store")
+        for store in stores:
+            if not isinstance(store, str) or not STORE_PATTERN.match(store):
+                raise OfferError("stores", f"invalid store id {store!r}")
+        stores = tuple(sorted(set(stores)))
+    return OfferSpec(oid, product, category, float(pct), start, end, segment, stores,
+                     _optional_text(doc, "title"))
+
+
+def is_active(offer: OfferSpec, now: float) -> bool:
+    """Redeemable at ``now``: inside ``[valid_from, valid_to)``."""
+    return offer.valid_from <= now < offer.valid_to
+
+
+def is_expired(offer: OfferSpec, now: float) -> bool:
+    """Nothing left to send: an expired offer drops out of feeds (the edge checks the window
+    itself, so one it already holds stops applying at ``valid_to`` without a delete)."""
+    return now >= offer.valid_to
+
+
+def targeted_stores(offer: OfferSpec, registered: Iterable[str]) -> set[str]:
+    """Registered stores the offer is meant for (unknown ids in ``stores`` are ignored)."""
+    known = set(registered)
+    return known if offer.stores is None else known & set(offer.stores)
+
+
+def store_targets(
+    offer: OfferSpec,
+    registered: Iterable[str],
+    eligible_by_store: Mapping[str, Collection[str]] | None,
+) -> dict[str, tuple[str, ...] | None]:
+    """Store -> subjects the offer applies to there (None: every customer).
+
+    For a segment-targeted offer ``eligible_by_store`` holds, per store, the segment's members
+    relevant to that store; a store without any gets no offer at all (a delete if it had one).
+    """
+    stores = targeted_stores(offer, registered)
+    if offer.segment is None:
+        return {store: None for store in sorted(stores)}
+    eligible = eligible_by_store or {}
+    return {
+        store: tuple(sorted(eligible[store]))
+        for store in sorted(stores)
+        if eligible.get(store)
+    }
+
+
+def applies(
+    offer: OfferSpec,
+    *,
+    store: str,
+    now: float,
+    product_id: str | None = None,
+    category: str | None = None,
+    member_segments: Collection[str] = (),
+) -> bool:
+    """Does the offer discount this product for this member in this store right now?
+
+    ``member_segments`` are the ids of the segments the member belongs to (anonymous: none).
+    """
+    if not is_active(offer, now):
+        return False
+    if offer.stores is not None and store not in offer.stores:
+        return False
+    if offer.segment is not None and offer.segment not in member_segments:
+        return False
+    if offer.product_id is not None and offer.product_id != product_id:
+        return False
+    return offer.category is None or offer.category == category
