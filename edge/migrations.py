@@ -176,7 +176,7 @@ _DEVICES = Migration(
 # keeps no subject: the receipt must not itself be a trace of the erased member.
 _SYNC = Migration(
     4,
-    "hub sync: feed cursors, erasure receipts",
+    "hub sync: feed cursors, erasure receipts, check-in keys",
     (
         """CREATE TABLE sync_feeds (
             feed TEXT PRIMARY KEY,
@@ -191,6 +191,13 @@ _SYNC = Migration(
         ) WITHOUT ROWID""",
         "CREATE INDEX erasure_receipts_unacked ON erasure_receipts(applied_at) "
         "WHERE acked_at IS NULL",
+        # The hub's check-in public keys (JWKS entries), kept so an edge restarted while the
+        # hub is down still accepts the tokens of the current keys.
+        """CREATE TABLE sync_keys (
+            kid TEXT PRIMARY KEY,
+            jwk TEXT NOT NULL,                  -- JSON of the JWKS entry (public key only)
+            fetched_at REAL NOT NULL
+        ) WITHOUT ROWID""",
     ),
 )
 
