@@ -9,32 +9,23 @@ override one value (``STORESIDE_EDGE_MQTT__PORT=1884``) without editing it.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from edge.rules import RulesConfig
 from edge.topics import DEFAULT_PREFIX, Topics
 from edge.visit import VisitConfig
+from models.settings_base import ENV_NESTED, LayeredSettings, SettingsError, load_layered
+from models.settings_base import Section as _Section
 
 ENV_PREFIX = "STORESIDE_EDGE_"
-ENV_NESTED = "__"
+__all__ = ["EdgeSettings", "SettingsError", "load_settings"]
 
 T = TypeVar("T")
-
-
-class SettingsError(ValueError):
-    """Configuration that cannot run a store (message names the key)."""
 
 
 def _strict_dataclass(cls: type[T]) -> BeforeValidator:
@@ -61,10 +52,6 @@ def _coerce(default: Any, value: Any) -> Any:
         items = value.strip("[]() ").split(",") if isinstance(value, str) else value
         return tuple(type(d)(v) for d, v in zip(default, items, strict=True))
     return type(default)(value)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class HttpSettings(_Section):
@@ -134,7 +121,7 @@ class HubLinkSettings(_Section):
         return self.hub_url is not None
 
 
-class EdgeSettings(BaseSettings):
+class EdgeSettings(LayeredSettings):
     """Everything one store's edge needs; see docs/operations.md for each key."""
 
     model_config = SettingsConfigDict(
@@ -156,17 +143,6 @@ class EdgeSettings(BaseSettings):
     tick_interval_s: float = Field(1.0, gt=0, le=60)
     gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
-
     def topics(self) -> Topics:
         return Topics(self.chain, self.store, prefix=self.mqtt.topic_prefix or DEFAULT_PREFIX)
 
@@ -175,51 +151,10 @@ class EdgeSettings(BaseSettings):
         return self.mqtt.client_id or f"storeside-edge-{self.store}"
 
 
-def _check_environment(environ: Mapping[str, str]) -> None:
-    known = set(EdgeSettings.model_fields)
-    for name in environ:
-        if not name.startswith(ENV_PREFIX):
-            continue
-        top = name[len(ENV_PREFIX) :].split(ENV_NESTED, 1)[0].lower()
-        if top not in known:
-            raise SettingsError(f"unknown setting in environment: {name}")
-
-
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    _check_environment(environ)
-    source = EnvSettingsSource(
-        EdgeSettings, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED
-    )
-    source.env_vars = {k.lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
-    return dict(source())
-
-
 def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> EdgeSettings:
     """Read the file (if any), apply the environment, then ``overrides``; validate once."""
-    data: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            data = tomllib.loads(Path(config_file).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SettingsError(f"cannot read {config_file}: {exc}") from exc
-    try:
-        data = _deep_merge(data, _from_environment(os.environ if environ is None else environ))
-        data = _deep_merge(data, overrides)
-        # model_validate skips BaseSettings' own source loading: the sources are merged here.
-        return EdgeSettings.model_validate(data)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from exc
+    return load_layered(EdgeSettings, ENV_PREFIX, config_file, environ, overrides)
