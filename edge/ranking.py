@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +35,9 @@ from models.transactions import Transaction
 logger = logging.getLogger(__name__)
 
 POPULAR_REASON = Reason("popular", "popular in this store")
+# (bundle, seconds spent in bundle.score, ok): the model updater watches a new bundle's
+# first rankings through this and may swap back (edge.model_update)
+ScoreWatch = Callable[[Bundle, float, bool], None]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Ranker:
         self._ids_of: tuple[Sequence[CatalogItem], list[str]] | None = None
         self.bundle: Bundle | None = None
         self.degraded_reason: str | None = None
+        self.watch: ScoreWatch | None = None
         self.load(bundle_dir or DEFAULT_BUNDLE_DIR, threads)
 
     def load(self, bundle_dir: Path, threads: int = 1) -> None:
@@ -70,6 +75,17 @@ class Ranker:
         self.bundle, self.degraded_reason = bundle, None
         self._metrics.model_loaded.set(1)
         logger.info("model bundle %s loaded from %s", bundle.version, bundle_dir)
+
+    def swap(self, bundle: Bundle) -> Bundle | None:
+        """Serve ``bundle`` from the next ranking on; returns the bundle it replaces.
+
+        One reference assignment: a ranking already running finishes with the bundle it
+        started with, so a visit is scored by one model entirely, never a mix.
+        """
+        previous, self.bundle = self.bundle, bundle
+        self.degraded_reason = None
+        self._metrics.model_loaded.set(1)
+        return previous
 
     def _ids(self, items: Sequence[CatalogItem]) -> list[str]:
         """Product ids of ``items``; the service passes the same cached list every time."""
@@ -104,20 +120,22 @@ class Ranker:
     ) -> Ranked:
         """Score ``items`` for this customer; keep the ``pool`` best (reasons come later,
         only for what the rules pick: explaining is the costly part per item)."""
+        bundle = self.bundle
         if not items:
-            return Ranked([], "popular" if self.bundle is None else "model", self.model_version)
+            return Ranked([], "popular" if bundle is None else "model",
+                          bundle.version if bundle is not None else None)
         with self._lock:
             stats, popularity = self._stats, self._popularity
         ids = self._ids(items)
-        bundle = self.bundle
         source = "popular"
         if bundle is not None:
-            try:
-                scores = bundle.score(build_features(history, ids, stats, context))
-                relevance = bundle.relevance(scores)
+            scored = self._score(bundle, history, ids, stats, context)
+            if scored is None and self.bundle is not bundle and self.bundle is not None:
+                bundle = self.bundle  # the watcher swapped back: this visit gets the old model
+                scored = self._score(bundle, history, ids, stats, context)
+            if scored is not None:
+                scores, relevance = scored
                 source = "model"
-            except Exception:  # a model error must not cost the store its suggestions
-                logger.exception("scoring failed; falling back to store-popular list")
         if source == "popular":
             scores = np.array([popularity.get(pid, 0.0) for pid in ids], dtype=np.float32)
             relevance = np.zeros_like(scores)
@@ -136,8 +154,31 @@ class Ranker:
             )
             for i in best
         ]
-        return Ranked(candidates, source, self.model_version if source == "model" else None)
+        return Ranked(candidates, source,
+                      bundle.version if source == "model" and bundle is not None else None)
 
+    def _score(
+        self, bundle: Bundle, history: CustomerHistory, ids: list[str], stats: ItemStats,
+        context: Context,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Scores and relevance, or None when the model failed (a model error must not cost
+        the store its suggestions: the caller falls back). Only the model call is timed:
+        that is what the latency budget of a new bundle is about."""
+        watch = self.watch
+        started = time.perf_counter()
+        try:
+            features = build_features(history, ids, stats, context)
+            started = time.perf_counter()
+            scores = bundle.score(features)
+            relevance = bundle.relevance(scores)
+        except Exception:
+            logger.exception("scoring with model %s failed", bundle.version)
+            if watch is not None:
+                watch(bundle, time.perf_counter() - started, False)
+            return None
+        if watch is not None:
+            watch(bundle, time.perf_counter() - started, True)
+        return scores, relevance
 
     def explained(
         self,
