@@ -121,6 +121,26 @@ class HubLinkSettings(_Section):
         return self.hub_url is not None
 
 
+class ModelUpdateSettings(_Section):
+    """Model bundles from the hub (issue 5): where they live, whom to trust, what is good.
+
+    ``public_keys_dir`` holds the hub's *model-signing* public keys (``<kid>.pub`` from
+    ``storeside-hub model-keygen``), not the check-in token keys; without it no bundle can
+    verify and the edge keeps its model. Updates are polled every ``hub.poll_interval_s``.
+    """
+
+    bundles_dir: Path | None = None  # default: "bundles" next to the database
+    public_keys_dir: Path | None = None
+    latency_budget_ms: float = Field(5.0, gt=0, le=10_000)  # p50 of one model call
+    golden_tolerance: float = Field(1e-4, gt=0, le=1)  # max |score - signed score|
+    golden_runs: int = Field(15, ge=3, le=1000)  # timed runs of the golden matrix
+    probation_rankings: int = Field(20, ge=1, le=100_000)  # live rankings before "active"
+    probation_s: float = Field(300.0, gt=0)  # ... or this long, whichever comes first
+    max_consecutive_errors: int = Field(3, ge=1, le=1000)  # after probation: roll back
+    max_bundle_bytes: int = Field(64 << 20, ge=1024, le=1 << 30)
+    keep_bundles: int = Field(3, ge=2, le=50)  # versions kept on disk (active, previous, …)
+
+
 class EdgeSettings(LayeredSettings):
     """Everything one store's edge needs; see docs/operations.md for each key."""
 
@@ -140,6 +160,7 @@ class EdgeSettings(LayeredSettings):
     visit: Annotated[VisitConfig, _strict_dataclass(VisitConfig)] = VisitConfig()
     rules: Annotated[RulesConfig, _strict_dataclass(RulesConfig)] = RulesConfig()
     hub: HubLinkSettings = HubLinkSettings()
+    models: ModelUpdateSettings = ModelUpdateSettings()
     tick_interval_s: float = Field(1.0, gt=0, le=60)
     gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
 
