@@ -47,6 +47,7 @@ from edge.store_rows import (
     require_number,
     require_text,
 )
+from edge.store_sync import SyncWrites
 from models.transactions import Transaction
 
 __all__ = [
@@ -66,7 +67,7 @@ class StoreClosedError(RuntimeError):
     """The store was closed; the service is shutting down."""
 
 
-class EdgeStore(EventWrites):
+class EdgeStore(EventWrites, SyncWrites):
     """Owner of the SQLite file: opens it, migrates it, and performs every write."""
 
     def __init__(
