@@ -22,13 +22,8 @@ from pathlib import Path
 from edge.store_events import INSERT_PURCHASE
 from edge.store_reader import connect_readonly
 from edge.store_rows import dump_json
-from edge.sync_plan import (
-    CatalogUpsert,
-    OfferUpsert,
-    OutboxRow,
-    ProfileUpsert,
-    Removal,
-)
+from edge.sync_items import CatalogUpsert, OfferUpsert, ProfileUpsert, Removal
+from edge.sync_plan import OutboxRow
 
 _SUBJECT_CHUNK = 500  # bound on "?" parameters per IN (...) query
 _PROFILE_UPSERT = (

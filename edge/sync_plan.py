@@ -8,13 +8,10 @@ bytes. The wire format is the hub ⇄ edge sync contract (docs/architecture.md).
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -32,15 +29,10 @@ FEED_PATHS = {
 HUB_KIND = {"recommendation": "impression"}
 MAX_EVENTS_PER_BATCH = 1000
 _CURSOR = re.compile(r"^[0-9]{1,20}$")
-_ED25519_KEY_BYTES = 32
 
 
 class BadResponse(ValueError):
     """A hub answer that does not follow the contract (treated like an unreachable hub)."""
-
-
-class BadItem(ValueError):
-    """One feed item that cannot be applied; skipped (and counted) so the feed moves on."""
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -225,178 +217,6 @@ def latest_per_key(items: Iterable[dict[str, Any]], key: str) -> list[dict[str, 
     return list(last.values())
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryLine:
-    basket_id: str
-    ts: float
-    product_id: str
-    quantity: float
-    price: float | None
-    category: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileUpsert:
-    subject: str
-    first_name: str | None
-    tier: str | None
-    birthday: str | None
-    preferences: dict[str, Any]
-    consent: dict[str, bool]
-    home_store: str | None
-    baskets: int
-    total_spend: float
-    last_purchase_ts: float | None
-    history: tuple[HistoryLine, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Removal:
-    """A delete from a feed: ``key`` is the subject / product / offer id."""
-
-    key: str
-    reason: str
-
-
-def profile_change(item: Mapping[str, Any]) -> ProfileUpsert | Removal:
-    subject = _text(item.get("subject"), "subject")
-    op = item.get("op")
-    if op == "delete":
-        return Removal(subject, str(item.get("reason") or "not_relevant"))
-    if op != "upsert":
-        raise BadItem(f"unknown op {op!r}")
-    profile = _mapping(item.get("profile"), "profile")
-    aggregates = _mapping(item.get("aggregates") or {}, "aggregates")
-    history = item.get("history") or []
-    if not isinstance(history, list):
-        raise BadItem("history is not a list")
-    consent = _mapping(profile.get("consent") or {}, "consent")
-    return ProfileUpsert(
-        subject=subject,
-        first_name=_optional_text(profile.get("first_name"), "first_name"),
-        tier=_optional_text(profile.get("tier"), "tier"),
-        birthday=_optional_text(profile.get("birthday"), "birthday"),
-        preferences=dict(_mapping(profile.get("preferences") or {}, "preferences")),
-        consent={str(k): v is True for k, v in consent.items()},
-        home_store=_optional_text(profile.get("home_store"), "home_store"),
-        baskets=int(_number(aggregates.get("baskets", 0), "baskets")),
-        total_spend=_number(aggregates.get("total_spend", 0.0), "total_spend"),
-        last_purchase_ts=_optional_number(aggregates.get("last_purchase_ts"), "last_purchase_ts"),
-        history=tuple(_history_line(_mapping(line, "history line")) for line in history),
-    )
-
-
-def _history_line(line: Mapping[str, Any]) -> HistoryLine:
-    return HistoryLine(
-        basket_id=_text(line.get("basket_id"), "basket_id"),
-        ts=_number(line.get("ts"), "ts"),
-        product_id=_text(line.get("product_id"), "product_id"),
-        quantity=_number(line.get("quantity", 1), "quantity"),
-        price=_optional_number(line.get("price"), "price"),
-        category=_optional_text(line.get("category"), "category"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogUpsert:
-    product_id: str
-    name: str
-    category: str | None
-    price: float
-    stock: int
-    zone: str | None
-
-
-def catalog_change(item: Mapping[str, Any]) -> CatalogUpsert | Removal:
-    product_id = _text(item.get("product_id"), "product_id")
-    op = item.get("op")
-    if op == "delete":
-        return Removal(product_id, "deleted")
-    if op != "upsert":
-        raise BadItem(f"unknown op {op!r}")
-    stock = _number(item.get("stock", 0), "stock")
-    if stock < 0 or stock != int(stock):
-        raise BadItem("stock must be a whole number >= 0")
-    price = _number(item.get("price"), "price")
-    if price < 0:
-        raise BadItem("price must be >= 0")
-    return CatalogUpsert(
-        product_id=product_id,
-        name=_text(item.get("name"), "name"),
-        category=_optional_text(item.get("category"), "category"),
-        price=price,
-        stock=int(stock),
-        zone=_optional_text(item.get("zone"), "zone"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class OfferUpsert:
-    offer_id: str
-    product_id: str | None
-    category: str | None
-    discount_pct: float
-    valid_from: float
-    valid_to: float
-
-
-def offer_change(item: Mapping[str, Any]) -> OfferUpsert | Removal:
-    offer_id = _text(item.get("offer_id"), "offer_id")
-    op = item.get("op")
-    if op == "delete":
-        return Removal(offer_id, "deleted")
-    if op != "upsert":
-        raise BadItem(f"unknown op {op!r}")
-    offer = OfferUpsert(
-        offer_id=offer_id,
-        product_id=_optional_text(item.get("product_id"), "product_id"),
-        category=_optional_text(item.get("category"), "category"),
-        discount_pct=_number(item.get("discount_pct"), "discount_pct"),
-        valid_from=_instant(item.get("valid_from"), "valid_from"),
-        valid_to=_instant(item.get("valid_to"), "valid_to"),
-    )
-    if offer.product_id is None and offer.category is None:
-        raise BadItem("an offer needs a product_id or a category")
-    if not 0 <= offer.discount_pct <= 100 or not offer.valid_from < offer.valid_to:
-        raise BadItem("discount_pct must be 0..100 and valid_from before valid_to")
-    return offer
-
-
-@dataclass(frozen=True, slots=True)
-class Erasure:
-    erasure_id: str
-    subject: str
-
-
-def erasure_item(item: Mapping[str, Any]) -> Erasure:
-    return Erasure(_text(item.get("erasure_id"), "erasure_id"), _text(item.get("subject"),
-                                                                      "subject"))
-
-
-def parse_jwks(body: Any) -> dict[str, bytes]:
-    """``{"keys": [...]}`` → ``{kid: raw 32-byte Ed25519 public key}``; other key types are
-    skipped (a future algorithm must not break today's edges), a malformed answer refused."""
-    if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
-        raise BadResponse("JWKS answer has no keys list")
-    keys: dict[str, bytes] = {}
-    for jwk in body["keys"]:
-        if not isinstance(jwk, dict):
-            raise BadResponse("a JWKS entry is not an object")
-        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or jwk.get("use", "sig") != "sig":
-            continue
-        kid, x = jwk.get("kid"), jwk.get("x")
-        if not isinstance(kid, str) or not kid or not isinstance(x, str):
-            raise BadResponse("a JWKS entry needs kid and x")
-        try:
-            raw = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
-        except ValueError as exc:
-            raise BadResponse(f"key {kid}: x is not base64url") from exc
-        if len(raw) != _ED25519_KEY_BYTES:
-            raise BadResponse(f"key {kid}: an Ed25519 key has 32 bytes, got {len(raw)}")
-        keys[kid] = raw
-    return keys
-
-
 # --------------------------------------------------------------------------- staleness
 
 
@@ -421,50 +241,3 @@ def worst_staleness(per_feed: Mapping[str, float | None]) -> float | None:
 def is_stale(per_feed: Mapping[str, float | None], stale_after_s: float) -> bool:
     worst = worst_staleness(per_feed)
     return worst is None or worst > stale_after_s
-
-
-def with_failures_reset(state: JobState, now: float) -> JobState:
-    """The link came back: every backed-off job may run at once."""
-    return replace(state, next_at=min(state.next_at, now), failures=0)
-
-
-# --------------------------------------------------------------------------- field checks
-
-
-def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadItem(f"{what} must be a non-empty string")
-    return value
-
-
-def _optional_text(value: Any, what: str) -> str | None:
-    return None if value is None else _text(value, what)
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadItem(f"{what} must be a finite number")
-    return float(value)
-
-
-def _optional_number(value: Any, what: str) -> float | None:
-    return None if value is None else _number(value, what)
-
-
-def _mapping(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise BadItem(f"{what} must be an object")
-    return value
-
-
-def _instant(value: Any, what: str) -> float:
-    """Epoch seconds, or an ISO 8601 timestamp with an offset (both occur on the wire)."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise BadItem(f"{what} is not an ISO 8601 timestamp") from exc
-        if parsed.tzinfo is None:
-            raise BadItem(f"{what} needs a UTC offset")
-        return parsed.timestamp()
-    return _number(value, what)

@@ -1,4 +1,4 @@
-"""The pure rules of the edge's hub sync (edge.sync_plan): no I/O, deterministic."""
+"""The pure rules of the edge's hub sync (edge.sync_plan, edge.sync_items): no I/O."""
 
 from __future__ import annotations
 
@@ -7,27 +7,29 @@ import json
 
 import pytest
 
+from edge.sync_items import (
+    BadItem,
+    ProfileUpsert,
+    Removal,
+    catalog_change,
+    erasure_item,
+    offer_change,
+    parse_jwks,
+    profile_change,
+)
 from edge.sync_plan import (
     Backoff,
-    BadItem,
     BadResponse,
     JobState,
     OutboxRow,
-    ProfileUpsert,
-    Removal,
     batches,
-    catalog_change,
     due_jobs,
-    erasure_item,
     events_body,
     halves,
     interpret_events_response,
     is_stale,
     latest_per_key,
-    offer_change,
-    parse_jwks,
     parse_page,
-    profile_change,
     seconds_until_due,
     staleness,
     worst_staleness,
