@@ -15,8 +15,6 @@ rebuilt from the subject.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import logging
 import random
@@ -31,6 +29,7 @@ from pathlib import Path
 
 from edge.store import EdgeStore
 from edge.store_rows import CatalogItem, Offer, Profile
+from models.identity import pseudonymous_id  # re-exported: edge.seed.pseudonymous_id
 from models.transactions import TAFENG_MEMBER, Transaction, read_tafeng
 
 logger = logging.getLogger(__name__)
@@ -61,14 +60,6 @@ CONSENT_VARIANTS = (
     {"personalize": True, "staff_display": True, "app_offers": False},
     {"personalize": True, "staff_display": False, "app_offers": False},
 )
-
-
-def pseudonymous_id(customer_id: str, salt: str) -> str:
-    """``m-`` + 16 hex of HMAC-SHA256(salt, customer id): stable per chain, not reversible."""
-    if not salt:
-        raise ValueError("a pseudonymisation salt is required")
-    digest = hmac.new(salt.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
-    return "m-" + digest[:16]
 
 
 @dataclass
