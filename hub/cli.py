@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hub.keys import write_new
 from hub.tokens import (
     check_kid,
     generate_signing_key,
@@ -27,7 +27,7 @@ from models.cli import register_command_modules
 
 logger = logging.getLogger(__name__)
 
-COMMAND_MODULES = ("hub.serve",)
+COMMAND_MODULES = ("hub.serve", "hub.admin_cli")
 
 
 class CommandError(Exception):
@@ -35,15 +35,10 @@ class CommandError(Exception):
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` with ``mode`` from the start (never world-readable for a moment) and
-    refuse to overwrite: clobbering a signing key would orphan every store's trust in it."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        write_new(path, data, mode)
     except FileExistsError as exc:
-        raise CommandError(f"{path} already exists; refusing to overwrite a key") from exc
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, mode)  # the umask may have narrowed/widened it
+        raise CommandError(str(exc)) from exc
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -4,20 +4,26 @@ The hub is the only holder of the Ed25519 private key; each store device gets th
 key(s) by key id (``kid``) so a check-in can be verified without a round trip to the hub.
 This module owns the token *format* (issuer, audience, claim names, scopes) so the edge
 verifier (``edge.tokens``) imports it from here instead of restating it. Key rotation and a
-JWKS endpoint (issue 5) will build on ``kid``: every token names the key that signed it.
+JWKS endpoint (``GET /v1/jwks``) build on ``kid``: every token names the key that signed it;
+``jwks_to_public_keys`` turns that document back into the PEM keys the verifier takes.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
 import math
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+logger = logging.getLogger(__name__)
 
 ISSUER = "storeside-hub"
 ALGORITHM = "EdDSA"
@@ -132,3 +138,54 @@ def mint_checkin_token(
     }
     key = load_private_key(private_pem)
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": check_kid(kid)})
+
+
+# ---------------------------------------------------------------------- JWK / JWKS (RFC 8037)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def public_key_jwk(kid: str, public_pem: bytes) -> dict[str, str]:
+    """One JWKS entry for an Ed25519 public key (what ``GET /v1/jwks`` serves)."""
+    raw = load_public_key(public_pem).public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return {"kty": "OKP", "crv": "Ed25519", "kid": check_kid(kid), "x": _b64url(raw),
+            "use": "sig", "alg": ALGORITHM}
+
+
+def jwk_to_pem(jwk: Mapping[str, Any]) -> bytes:
+    """The PEM public key of one JWKS entry; refuses anything but an Ed25519 signing key."""
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise ValueError(f"not an Ed25519 OKP key: kty={jwk.get('kty')!r} crv={jwk.get('crv')!r}")
+    if jwk.get("alg", ALGORITHM) != ALGORITHM or jwk.get("use", "sig") != "sig":
+        raise ValueError("key is not for EdDSA signatures")
+    x = jwk.get("x")
+    if not isinstance(x, str):
+        raise ValueError("JWK has no 'x'")
+    try:
+        raw = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+        key = Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise ValueError(f"bad Ed25519 public key: {exc}") from exc
+    return public_key_pem(key)
+
+
+def jwks_to_public_keys(jwks: Mapping[str, Any]) -> dict[str, bytes]:
+    """``{kid: PEM}`` from a JWKS document, ready for ``edge.tokens.TokenVerifier``
+    (``add_key`` / ``remove_key`` for rotation). Entries that are not valid Ed25519 signing
+    keys are skipped with a warning: one bad entry must not take every key away."""
+    keys = jwks.get("keys")
+    if not isinstance(keys, list):
+        raise ValueError("JWKS has no 'keys' list")
+    result: dict[str, bytes] = {}
+    for entry in keys:
+        try:
+            if not isinstance(entry, Mapping):
+                raise ValueError("entry is not an object")
+            result[check_kid(entry.get("kid"))] = jwk_to_pem(entry)  # type: ignore[arg-type]
+        except ValueError as exc:
+            logger.warning("ignoring JWKS entry: %s", exc)
+    return result

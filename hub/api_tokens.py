@@ -1,0 +1,76 @@
+"""Check-in token issuing for the app backend, and the JWKS every edge verifies them with."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.auth import App
+from hub.context import Ctx, bad_request
+from hub.keys import SigningKeyMissing
+from hub.members import member_consent
+from hub.stores import STORE_ID
+from hub.tokens import SCOPES, mint_checkin_token
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["tokens"])
+
+SUBJECT = r"^m-[0-9a-f]{16}$"
+
+
+class CheckinTokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Annotated[str, Field(pattern=SUBJECT)]
+    store: Annotated[str, Field(pattern=STORE_ID.pattern)]
+    scopes: list[str] | None = None
+
+
+@router.get("/jwks")
+def jwks(context: Ctx) -> dict[str, object]:
+    """Every check-in token key currently valid (active + those in rotation overlap)."""
+    return context.keys.jwks()
+
+
+@router.post("/tokens/checkin")
+def issue_checkin_token(body: CheckinTokenRequest, context: Ctx, _: App) -> dict[str, object]:
+    """A short-lived token for one member at one store. Its scopes are the member's current
+    consents, or the requested subset of them: a token never carries a purpose the member
+    has not granted (asking for more is a 403, not a silent downgrade)."""
+    unknown = sorted(set(body.scopes or ()) - set(SCOPES))
+    if unknown:
+        raise bad_request(422, "unknown_scope", scopes=unknown)
+    with context.db.read() as conn:
+        known_store = conn.execute(
+            "SELECT 1 FROM stores WHERE store_id = ?", (body.store,)
+        ).fetchone()
+    if not known_store:
+        raise bad_request(404, "unknown_store", store=body.store)
+    consent = member_consent(context.db, body.subject)
+    if consent is None:
+        raise bad_request(404, "unknown_member")
+    granted = {p for p, on in consent.items() if on}
+    if body.scopes is None:
+        scopes = granted
+    else:
+        missing = sorted(set(body.scopes) - granted)
+        if missing:
+            raise bad_request(403, "consent_not_granted", scopes=missing)
+        scopes = set(body.scopes)
+    try:
+        kid, private_pem = context.keys.active()
+    except SigningKeyMissing as exc:
+        logger.error("cannot issue check-in tokens: %s", exc)
+        raise bad_request(503, "no_signing_key") from exc
+    now = context.clock()
+    ttl = context.settings.tokens.ttl_s
+    token = mint_checkin_token(
+        private_pem, kid=kid, subject=body.subject, chain=context.settings.chain,
+        store=body.store, scopes=scopes, ttl_s=ttl, now=now,
+    )
+    return {"token": token, "expires_at": int(now) + ttl, "kid": kid,
+            "scopes": [s for s in SCOPES if s in scopes]}

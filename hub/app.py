@@ -1,0 +1,78 @@
+"""``create_app``: the one way a hub process is assembled (CLI, tests, dev tools).
+
+Nothing happens at import time: the database is opened (and migrated) in the lifespan, and
+every router reaches it through ``hub.context.get_context``. Hub parts add their router to
+``ROUTER_MODULES`` (each module exposes ``router``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+
+from hub.context import HubContext, get_context
+from hub.keys import KeyRing
+from hub.settings import HubSettings
+from hub.storage import HubDB
+
+VERSION = "0.1.0"
+
+ROUTER_MODULES: tuple[str, ...] = (
+    "hub.api_tokens",
+    "hub.api_members",
+    "hub.api_sync",
+)
+
+_ops = APIRouter(tags=["ops"])
+
+
+@_ops.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@_ops.get("/readyz")
+def readyz(request: Request) -> dict[str, str]:
+    """Readiness: the database is open."""
+    get_context(request)  # 503 while starting
+    return {"status": "ready"}
+
+
+def open_context(settings: HubSettings, clock: Callable[[], float] = time.time) -> HubContext:
+    """Open the hub's database and key ring (also used by the CLI commands)."""
+    db = HubDB(settings.db_path, clock=clock)
+    keys = KeyRing(db, settings.tokens.keys_dir, settings.tokens.rotation_overlap_s)
+    return HubContext(settings=settings, db=db, keys=keys, clock=clock)
+
+
+def create_app(settings: HubSettings, *, clock: Callable[[], float] = time.time) -> FastAPI:
+    """Build the FastAPI app; the database opens in its lifespan, not here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = await asyncio.to_thread(open_context, settings, clock)
+        app.state.hub = context
+        try:
+            yield
+        finally:
+            app.state.hub = None
+            await asyncio.to_thread(context.db.close)
+
+    app = FastAPI(
+        title="Storeside hub",
+        version=VERSION,
+        description="Central hub: members, consent, check-in tokens, store sync feeds.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.hub = None
+    app.include_router(_ops)
+    for name in ROUTER_MODULES:
+        app.include_router(importlib.import_module(name).router)
+    return app

@@ -1,0 +1,99 @@
+"""Hub settings: one TOML file + ``STORESIDE_HUB_*`` environment, validated once.
+
+Same loader as the edge (``models.settings_base``): unknown keys in the file or the
+environment stop the hub at start-up. Secrets are never stored in clear: ``admin_tokens`` and
+``app_tokens`` are sha256 hex digests of the bearer tokens (``storeside-hub hash-token``), so
+the config file can be read by operators without handing out access.
+
+Other hub parts add their own section class and one field here (catalog, models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+from pydantic_settings import SettingsConfigDict
+
+from models.settings_base import ENV_NESTED, LayeredSettings, Section, SettingsError, load_layered
+
+ENV_PREFIX = "STORESIDE_HUB_"
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+__all__ = ["HubSettings", "SettingsError", "load_settings"]
+
+
+def _sha256_hex(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("must be a sha256 hex digest (64 hex chars), not the token itself")
+    return value
+
+
+Sha256Hex = Annotated[str, AfterValidator(_sha256_hex)]
+
+
+class HubHttpSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535)
+
+
+class TokenIssueSettings(Section):
+    """Check-in tokens the hub signs for the app backend, and the keys that sign them."""
+
+    keys_dir: Path = Path("var/hub-keys")  # <kid>.key (0600) + <kid>.pub
+    ttl_s: int = Field(300, ge=10, le=3600)  # the edge refuses lifetimes above 1 h
+    # After `rotate-keys` the previous key stays in the JWKS this long, so edges that have
+    # not polled yet and tokens already issued keep working; then it is retired.
+    rotation_overlap_s: float = Field(86_400.0, ge=0)
+
+
+class RelevanceSettings(Section):
+    """Which members a store's profile feed carries (see docs/hub.md)."""
+
+    visit_window_days: float = Field(90.0, gt=0)
+    announce_window_h: float = Field(24.0, gt=0)
+    history_max_baskets: int = Field(50, ge=1, le=1000)
+
+
+class SyncSettings(Section):
+    feed_default_limit: int = Field(500, ge=1)
+    feed_max_limit: int = Field(5000, ge=1)
+    max_events_per_batch: int = Field(1000, ge=1, le=10_000)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class HubSettings(LayeredSettings):
+    """Everything the central hub needs; see docs/hub.md for each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid", frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    chain: str = Field("demo", pattern=ID_PATTERN)
+    # HMAC key of the pseudonymous subject ids (models.identity); default: the chain id,
+    # which is fine for a demo but guessable — set a secret in production.
+    pseudonym_salt: str | None = Field(None, min_length=1)
+    db_path: Path = Path("var/hub.db")
+    http: HubHttpSettings = HubHttpSettings()
+    admin_tokens: tuple[Sha256Hex, ...] = ()
+    app_tokens: tuple[Sha256Hex, ...] = ()
+    tokens: TokenIssueSettings = TokenIssueSettings()
+    relevance: RelevanceSettings = RelevanceSettings()
+    sync: SyncSettings = SyncSettings()
+
+    @property
+    def salt(self) -> str:
+        return self.pseudonym_salt or self.chain
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> HubSettings:
+    """Read the file (if any), apply the environment, then ``overrides``; validate once."""
+    return load_layered(HubSettings, ENV_PREFIX, config_file, environ, overrides)
