@@ -11,13 +11,14 @@ import asyncio
 import logging
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
 from edge.dispatch import QueueFull
 from edge.messages import DeadLetter, parse_inbound
 from edge.runtime import EdgeRuntime
 from edge.service import CheckinRefused
+from edge.tablet_auth import require_device, revocable
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ router = APIRouter()
 
 DEAD_LETTER_STATUS = {"too_large": 413}
 CALL_TIMEOUT_S = 5.0
+# Staff tablets only (edge.tablet_auth): a paired device's token, header or cookie.
+TABLET_ONLY = [Depends(require_device)]
 
 
 def _runtime(request: Request) -> EdgeRuntime:
@@ -34,10 +37,12 @@ def _runtime(request: Request) -> EdgeRuntime:
     return runtime
 
 
-async def _submit(request: Request, kind: str) -> Any:
-    """Validate the body exactly like an MQTT payload, then run the handler on the worker."""
+async def submit(request: Request, kind: str, body: bytes | None = None) -> Any:
+    """Validate the body (default: the request's) exactly like an MQTT payload, then run
+    the handler on the worker. The QR check-in (edge.tablet_api) comes through here too."""
     runtime = _runtime(request)
-    body = await request.body()
+    if body is None:
+        body = await request.body()
     runtime.metrics.messages_received.labels(kind).inc()
     try:
         message = parse_inbound(kind, body, max_bytes=runtime.settings.mqtt.max_payload_bytes)
@@ -82,14 +87,16 @@ def status(request: Request) -> dict[str, Any]:
     return _runtime(request).status()
 
 
-@router.get("/v1/visits", tags=["visits"])
+@router.get("/v1/visits", tags=["visits"], dependencies=TABLET_ONLY)
 def visits(request: Request) -> dict[str, Any]:
     """Customers in the store now, newest first, with their latest suggestions."""
     _runtime(request)
     return {"visits": request.app.state.live.snapshot()}
 
 
-@router.get("/v1/visits/{visit_id}/recommendations", tags=["visits"])
+@router.get(
+    "/v1/visits/{visit_id}/recommendations", tags=["visits"], dependencies=TABLET_ONLY
+)
 def visit_recommendations(visit_id: str, request: Request) -> dict[str, Any]:
     """The latest staff card of one visit (404 once the visit ended)."""
     _runtime(request)
@@ -102,30 +109,34 @@ def visit_recommendations(visit_id: str, request: Request) -> dict[str, Any]:
 @router.post("/v1/checkin", tags=["events"], status_code=200)
 async def checkin(request: Request) -> dict[str, Any]:
     """Kiosk check-in: body as the MQTT check-in payload. Answers with the staff card."""
-    result = await _submit(request, "checkin")
+    return checkin_answer(await submit(request, "checkin"))
+
+
+def checkin_answer(result: Any) -> dict[str, Any]:
+    """The answer to a check-in, kiosk or QR (edge.tablet_api)."""
     return {"visit_id": result.visit_id, "duplicate": result.duplicate, "card": result.card}
 
 
-@router.post("/v1/feedback", tags=["events"], status_code=202)
+@router.post("/v1/feedback", tags=["events"], status_code=202, dependencies=TABLET_ONLY)
 async def feedback(request: Request) -> dict[str, Any]:
     """Staff tap or app action: accepted / dismissed / bought / redeemed."""
-    applied = await _submit(request, "feedback")
+    applied = await submit(request, "feedback")
     return {"accepted": True, "duplicate": not applied}
 
 
 @router.post("/v1/pos", tags=["events"], status_code=202)
 async def pos(request: Request) -> dict[str, Any]:
     """POS basket (for tills that speak HTTP rather than MQTT)."""
-    applied = await _submit(request, "pos")
+    applied = await submit(request, "pos")
     return {"accepted": True, "duplicate": not applied}
 
 
-@router.get("/v1/stream", tags=["visits"])
+@router.get("/v1/stream", tags=["visits"], dependencies=TABLET_ONLY)
 def stream(request: Request) -> StreamingResponse:
     """Server-sent events for tablets: a snapshot, then every card change."""
     _runtime(request)
     return StreamingResponse(
-        request.app.state.live.stream(),
+        revocable(request, request.app.state.live.stream()),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from edge import api
+from edge import api, tablet_api
 from edge.live import LiveHub
 from edge.metrics import EdgeMetrics
 from edge.runtime import EdgeRuntime
@@ -52,4 +52,5 @@ def create_app(
     app.state.metrics = metrics
     app.state.runtime = None
     app.include_router(api.router)
+    app.include_router(tablet_api.router)  # staff tablet page, pairing, QR check-in
     return app

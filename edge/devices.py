@@ -189,18 +189,25 @@ class DeviceRegistry:
             device = Device(*row)
             touched = hit.touched_at if hit is not None else (device.last_seen_at or 0.0)
             wall = self._clock()
-            if wall - touched >= self.touch_every_s:
-                touched = wall
-                self._touch(device.device_id, wall)
-            self._cache[key] = _Cached(device, now + self.ttl_s, touched)
-            return device
+            touch = wall - touched >= self.touch_every_s
+            self._cache[key] = _Cached(device, now + self.ttl_s, wall if touch else touched)
+        if touch:
+            self._touch(device.device_id, wall)
+        return device
 
     def _touch(self, device_id: str, wall: float) -> None:
+        """Own short connection, outside the lock: waiting for the write lock must not
+        hold up other tablets' checks."""
         try:
-            with _transaction(self._db()) as conn:
-                conn.execute(
-                    "UPDATE devices SET last_seen_at = ? WHERE device_id = ?", (wall, device_id)
-                )
+            conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            try:
+                with _transaction(conn):
+                    conn.execute(
+                        "UPDATE devices SET last_seen_at = ? WHERE device_id = ?",
+                        (wall, device_id),
+                    )
+            finally:
+                conn.close()
         except sqlite3.Error:  # best effort: a busy file must not refuse a valid tablet
             logger.warning("could not record last_seen_at of %s", device_id, exc_info=True)
 

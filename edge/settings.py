@@ -121,6 +121,16 @@ class HubLinkSettings(_Section):
         return self.hub_url is not None
 
 
+class TabletSettings(_Section):
+    """Staff tablets (issue 3): the device cookie and the QR check-in upload limits."""
+
+    cookie_name: str = Field("storeside_tablet", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    cookie_max_age_s: int = Field(400 * 86_400, ge=60, le=400 * 86_400)  # browsers cap 400 d
+    device_cache_s: float = Field(0.5, ge=0, le=1.0)  # revocation is seen within this
+    qr_max_bytes: int = Field(4_000_000, ge=10_000, le=50_000_000)  # one camera frame
+    qr_max_pixels: int = Field(16_777_216, ge=10_000, le=100_000_000)  # decompression bombs
+
+
 class ModelUpdateSettings(_Section):
     """Model bundles from the hub (issue 5): where they live, whom to trust, what is good.
 
@@ -161,6 +171,7 @@ class EdgeSettings(LayeredSettings):
     rules: Annotated[RulesConfig, _strict_dataclass(RulesConfig)] = RulesConfig()
     hub: HubLinkSettings = HubLinkSettings()
     models: ModelUpdateSettings = ModelUpdateSettings()
+    tablet: TabletSettings = TabletSettings()
     tick_interval_s: float = Field(1.0, gt=0, le=60)
     gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.devices import pair_device
 from edge.seed import SeedSummary, seed_store
 from edge.settings import EdgeSettings, MqttSettings, RankingSettings, TokenSettings
 from edge.store import EdgeStore
@@ -34,6 +35,12 @@ class EdgeEnv:
     private_pem: bytes
     seed: SeedSummary
     topics: Topics
+    tablet_token: str = ""  # a paired staff tablet (edge.devices)
+
+    @property
+    def tablet(self) -> dict[str, str]:
+        """Headers of a paired tablet: /v1/visits, /v1/stream, /v1/feedback need them."""
+        return {"Authorization": f"Bearer {self.tablet_token}"}
 
     def token(
         self,
@@ -109,4 +116,7 @@ def make_env(
     }
     fields.update(overrides)
     settings = EdgeSettings(**fields)
-    return EdgeEnv(settings, private_key_pem(signing), summary, Topics(CHAIN, STORE))
+    return EdgeEnv(
+        settings, private_key_pem(signing), summary, Topics(CHAIN, STORE),
+        tablet_token=pair_device(db, "test tablet"),
+    )

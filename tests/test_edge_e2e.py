@@ -94,7 +94,8 @@ def test_checkin_reaches_sse_listeners(edge, env, probe) -> None:
     connected = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{edge.url}/v1/stream", timeout=10) as response:
+        with httpx.stream("GET", f"{edge.url}/v1/stream", headers=env.tablet,
+                          timeout=10) as response:
             name = None
             for line in response.iter_lines():
                 if line.startswith("event: "):
@@ -114,7 +115,7 @@ def test_checkin_reaches_sse_listeners(edge, env, probe) -> None:
     check_in(env, probe, subject)
     assert got_card.wait(5)
     assert events[-1]["suggestions"]
-    snapshot = httpx.get(f"{edge.url}/v1/visits").json()["visits"]
+    snapshot = httpx.get(f"{edge.url}/v1/visits", headers=env.tablet).json()["visits"]
     assert any(v["subject"] == subject for v in snapshot)
 
 
@@ -293,8 +294,10 @@ def test_ops_endpoints_and_openapi(edge, env) -> None:
     spec = httpx.get(f"{edge.url}/openapi.json").json()
     for path in ("/v1/checkin", "/v1/feedback", "/v1/pos", "/v1/stream", "/metrics"):
         assert path in spec["paths"]
-    assert httpx.get(f"{edge.url}/v1/visits/nope/recommendations").status_code == 404
-    bad = httpx.post(f"{edge.url}/v1/feedback", json={"v": 1, "event_id": "x"})
+    assert httpx.get(f"{edge.url}/v1/visits/nope/recommendations",
+                     headers=env.tablet).status_code == 404
+    bad = httpx.post(f"{edge.url}/v1/feedback", json={"v": 1, "event_id": "x"},
+                     headers=env.tablet)
     assert bad.status_code == 422 and bad.json()["detail"]["reason"] == "invalid"
     big = httpx.post(f"{edge.url}/v1/pos", content=b"x" * 100_000)
     assert big.status_code == 413

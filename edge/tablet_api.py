@@ -1,0 +1,202 @@
+"""The staff tablet: its page (``/tablet``), pairing by link, and QR check-in.
+
+The page is plain HTML/CSS/JS from ``edge/static`` (package data, no build step, nothing
+from the internet): a store's Wi-Fi may have no internet at all. It reads the live feed
+(``/v1/stream``) and posts feedback (``/v1/feedback``) with the device cookie set here.
+
+QR check-in: the customer's app shows its check-in token (the JWT the MQTT check-in
+carries) as a QR code; the tablet sends one camera frame, the edge decodes it
+(``edge.qr``, in a worker thread) and runs the SAME check-in as ``POST /v1/checkin``
+(``edge.api.submit``: one validation, one worker, one token verifier). The event id is
+derived from the token's ``jti``, so scanning the same code twice is one check-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import jwt
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import parse_options_header
+
+from edge import api
+from edge.devices import DeviceRegistry
+from edge.messages import ID_PATTERN, JWT_PATTERN, SCHEMA_VERSION
+from edge.qr import QrError, decode_qr, image_kind, load_frame
+from edge.tablet_auth import device_token, registry, require_device
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+ASSETS = {"tablet.css": "text/css", "tablet.js": "text/javascript", "icon.svg": "image/svg+xml"}
+MULTIPART_OVERHEAD = 16_384  # boundaries and part headers around the one frame
+QR_STATUS = {"no_qr_code": 422, "not_an_image": 415, "too_large": 413}
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    # Everything is same-origin; nothing may be loaded from elsewhere.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+        "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's own lifespan, i.e. after the runtime migrated the file."""
+    settings = app.state.settings
+    devices = DeviceRegistry(settings.db_path, ttl_s=settings.tablet.device_cache_s)
+    app.state.devices = devices
+    # One frame decoded at a time: two cores, and ranking must keep its share.
+    app.state.qr_slot = asyncio.Semaphore(1)
+    try:
+        yield
+    finally:
+        app.state.devices = None
+        devices.close()
+
+
+router = APIRouter(lifespan=lifespan)
+
+
+def _pair_page(message: str, status: int) -> HTMLResponse:
+    text = (STATIC_DIR / "pair.html").read_text(encoding="utf-8")
+    body = text.replace("{{message}}", html.escape(message))
+    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+
+
+@router.get("/tablet", tags=["tablet"], response_model=None)
+def tablet_page(request: Request, pair: str | None = None) -> Response:
+    """The staff page. ``?pair=<token>`` (the link ``pair-tablet`` printed) stores the
+    token in an HttpOnly cookie and redirects, so it leaves the address bar and history."""
+    devices = registry(request)
+    settings = request.app.state.settings.tablet
+    if pair is not None:
+        device = devices.authenticate(pair)
+        if device is None:
+            return _pair_page("This pairing link is not valid (revoked or mistyped).", 401)
+        logger.info("tablet %s paired in a browser", device.device_id)
+        response = RedirectResponse("/tablet", status_code=303, headers=PAGE_HEADERS)
+        response.set_cookie(
+            settings.cookie_name, pair, max_age=settings.cookie_max_age_s, path="/",
+            httponly=True, samesite="strict", secure=request.url.scheme == "https",
+        )
+        return response
+    if devices.authenticate(device_token(request)) is None:
+        return _pair_page("This tablet is not paired with the store yet.", 401)
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+
+@router.get("/tablet/assets/{name}", tags=["tablet"], include_in_schema=False)
+def tablet_asset(name: str) -> FileResponse:
+    """Script, style and icon: no data in them, so served to the pairing page as well."""
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise HTTPException(404, {"reason": "unknown_asset"})
+    return FileResponse(
+        STATIC_DIR / name, media_type=media_type,
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.post("/v1/checkin/qr", tags=["events"], dependencies=[Depends(require_device)])
+async def checkin_qr(request: Request) -> dict[str, Any]:
+    """One camera frame (JPEG/PNG; raw body or multipart) with the app's check-in QR code.
+    Answers like ``POST /v1/checkin``."""
+    limits = request.app.state.settings.tablet
+    frame = await _read_frame(request, limits.qr_max_bytes)
+    async with request.app.state.qr_slot:
+        try:
+            text = await asyncio.to_thread(_decode, frame, limits.qr_max_pixels)
+        except QrError as exc:
+            raise HTTPException(
+                QR_STATUS.get(exc.reason, 422), {"reason": exc.reason, "detail": exc.detail}
+            ) from exc
+    if not re.match(JWT_PATTERN, text):
+        raise HTTPException(422, {"reason": "not_a_checkin_code"})
+    message = {"v": SCHEMA_VERSION, "event_id": qr_event_id(text), "ts": time.time(),
+               "token": text}
+    result = await api.submit(request, "checkin", json.dumps(message).encode())
+    return api.checkin_answer(result)
+
+
+def _decode(frame: bytes, max_pixels: int) -> str:
+    started = time.perf_counter()
+    text = decode_qr(load_frame(frame, max_pixels))
+    logger.debug("QR decoded in %.1f ms", (time.perf_counter() - started) * 1000)
+    return text
+
+
+def qr_event_id(token: str) -> str:
+    """``qr-<jti>``: the same code scanned twice is the same event (idempotent). A token
+    without a usable jti gets a hash of itself; the verifier refuses it anyway."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        claims = {}
+    jti = claims.get("jti") if isinstance(claims, dict) else None
+    event_id = f"qr-{jti}" if isinstance(jti, str) else ""
+    if not re.match(ID_PATTERN, event_id):
+        event_id = "qr-" + hashlib.sha256(token.encode()).hexdigest()[:40]
+    return event_id
+
+
+async def _read_frame(request: Request, limit: int) -> bytes:
+    """The uploaded frame's bytes, refusing oversize bodies before reading them whole."""
+    ceiling = limit + MULTIPART_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > ceiling:
+        raise HTTPException(413, {"reason": "too_large", "detail": f"> {limit} bytes"})
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > ceiling:
+            raise HTTPException(413, {"reason": "too_large", "detail": f"> {limit} bytes"})
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    content_type = request.headers.get("content-type", "")
+    if content_type.lower().startswith("multipart/form-data"):
+        body = _multipart_image(content_type, body)
+    if len(body) > limit:
+        raise HTTPException(413, {"reason": "too_large", "detail": f"> {limit} bytes"})
+    if not body:
+        raise HTTPException(422, {"reason": "empty_body"})
+    return body
+
+
+def _multipart_image(content_type: str, body: bytes) -> bytes:
+    """The first part that is a JPEG/PNG (else the first part) of a multipart body."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HTTPException(422, {"reason": "bad_multipart", "detail": "no boundary"})
+    parts: list[bytes] = []
+    current: list[bytes] = []
+    parser = MultipartParser(boundary, {
+        "on_part_begin": current.clear,
+        "on_part_data": lambda data, start, end: current.append(data[start:end]),
+        "on_part_end": lambda: parts.append(b"".join(current)),
+    })
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise HTTPException(422, {"reason": "bad_multipart", "detail": str(exc)[:200]}) from exc
+    if not parts:
+        raise HTTPException(422, {"reason": "bad_multipart", "detail": "no parts"})
+    return next((p for p in parts if image_kind(p)), parts[0])

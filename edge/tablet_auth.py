@@ -1,0 +1,91 @@
+"""Device authentication for the staff tablet page and the API it uses.
+
+A request carries its device token either as ``Authorization: Bearer <token>`` (scripts,
+the demo) or in the HttpOnly cookie set by ``GET /tablet?pair=<token>`` (the browser;
+``EventSource`` cannot set headers but sends cookies). ``require_device`` is the FastAPI
+dependency for every protected route. A live SSE stream is re-checked every half second
+(``revocable``), so revoking a tablet also cuts the feed it has open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from edge.devices import Device, DeviceRegistry
+
+logger = logging.getLogger(__name__)
+
+STREAM_RECHECK_S = 0.5
+AUTH_HEADERS = {"WWW-Authenticate": 'Bearer realm="storeside-tablet"'}
+
+
+def registry(request: Request) -> DeviceRegistry:
+    devices: DeviceRegistry | None = getattr(request.app.state, "devices", None)
+    if devices is None:
+        raise HTTPException(503, {"reason": "starting"})
+    return devices
+
+
+def device_token(request: Request) -> str | None:
+    """The token a request presents: the Bearer header wins over the cookie."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    cookie = request.app.state.settings.tablet.cookie_name
+    return request.cookies.get(cookie) or None
+
+
+def require_device(request: Request) -> Device:
+    """401 unless the request carries the token of a paired, unrevoked tablet.
+
+    A plain ``def``: FastAPI runs it in its thread pool, so the (rare, cache-missing)
+    SQLite look-up never blocks the event loop."""
+    token = device_token(request)
+    if token is None:
+        raise HTTPException(401, {"reason": "no_device_token"}, headers=AUTH_HEADERS)
+    device = registry(request).authenticate(token)
+    if device is None:
+        raise HTTPException(401, {"reason": "bad_device_token"}, headers=AUTH_HEADERS)
+    request.state.device = device
+    return device
+
+
+async def revocable(
+    request: Request, frames: AsyncIterator[bytes], every_s: float = STREAM_RECHECK_S
+) -> AsyncIterator[bytes]:
+    """Pass ``frames`` through while the request's device stays paired; end the stream
+    within ``every_s`` of a revocation (the tablet then gets 401 when it reconnects)."""
+    devices, token = registry(request), device_token(request)
+    iterator = aiter(frames)
+    pending: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator))
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every_s)
+            if loop.time() - checked >= every_s:  # also when frames keep coming
+                checked = loop.time()
+                if await asyncio.to_thread(devices.authenticate, token) is None:
+                    logger.info("closing the live feed of a revoked tablet")
+                    return
+            if not done:
+                continue
+            try:
+                frame = pending.result()
+            except StopAsyncIteration:
+                return
+            yield frame
+            pending = asyncio.ensure_future(anext(iterator))
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await pending
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
