@@ -77,7 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level.lower(),
         access_log=False,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn re-raises it after its graceful shutdown
+        return 130
     return 0
 
 
