@@ -24,6 +24,8 @@ from edge.ranking import Ranker
 from edge.service import CheckinRefused, EdgeService
 from edge.settings import EdgeSettings
 from edge.store import EdgeStore
+from edge.sync import SyncClient
+from edge.sync_runtime import start_sync, sync_status
 from edge.tokens import ReplayGuard, TokenVerifier
 from edge.visit import VisitTracker
 
@@ -52,6 +54,7 @@ class EdgeRuntime:
     dispatcher: Dispatcher
     bridge: MqttBridge | None
     started_at: float
+    sync: SyncClient | None = None  # hub sync threads, when hub.hub_url is set
 
     @classmethod
     def start(
@@ -138,11 +141,16 @@ class EdgeRuntime:
             "edge %s/%s up (model %s)", settings.chain, settings.store,
             ranker.model_version or "none: store-popular lists",
         )
-        return cls(settings, metrics, store, ranker, service, dispatcher, bridge, now)
+        runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now)
+        if settings.hub.enabled:  # offline-first: serving never waits for the hub
+            runtime.sync = start_sync(runtime, load_public_keys(settings.tokens.public_keys_dir))
+        return runtime
 
     def stop(self) -> None:
         # Drain the worker while still connected, so its acks reach the broker; what
         # arrives meanwhile stays un-acked and is redelivered to the next start.
+        if self.sync is not None:  # first: its erasures run on the worker
+            self.sync.stop()
         self.dispatcher.stop(drain=True)
         if self.bridge is not None:
             self.bridge.stop()
@@ -163,6 +171,7 @@ class EdgeRuntime:
             "outbox_pending": self.store.reader().outbox_count(),
             "active_visits": len(self.service.tracker.active()),
             "uptime_s": round(time.time() - self.started_at, 1),
+            **sync_status(self.sync),
         }
 
 

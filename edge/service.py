@@ -92,6 +92,8 @@ class EdgeService:
         self._catalog_stale = True
         self._last_housekeeping = 0.0
         self._last_stats = 0.0
+        # Set by the hub sync: queue a geofence approach for the hub (never blocks).
+        self.announce: Callable[[str], None] | None = None
 
     def handlers(self) -> dict[str, Callable[[Any], Any]]:
         return {
@@ -134,6 +136,12 @@ class EdgeService:
         now = self.clock()
         event = GeofenceEvent(msg.event_id, msg.subject, now, msg.transition)
         self._handle_changes(self._track(event), now, msg.event_id)
+        if (
+            msg.transition == "enter"
+            and self.announce is not None
+            and self.store.get_profile(msg.subject) is None
+        ):  # approaching, unknown here: ask the hub to put the member in this store's feed
+            self.announce(msg.subject)
 
     def on_beacon(self, msg: Any) -> None:
         now = self.clock()

@@ -215,16 +215,16 @@ def _aggregates_with_pending(
     conn: sqlite3.Connection, u: ProfileUpsert, extra: set[str], now: float
 ) -> None:
     marks = ",".join("?" * len(extra))
-    spend, last = conn.execute(
-        "SELECT COALESCE(SUM(quantity * COALESCE(unit_price, 0)), 0), MAX(ts) FROM purchases "
-        f"WHERE subject = ? AND basket_id IN ({marks})",
+    baskets, spend, last = conn.execute(
+        "SELECT COUNT(DISTINCT basket_id), COALESCE(SUM(quantity * COALESCE(unit_price, 0)), 0),"
+        f" MAX(ts) FROM purchases WHERE subject = ? AND basket_id IN ({marks})",
         (u.subject, *sorted(extra)),
     ).fetchone()
     latest = max((t for t in (u.last_purchase_ts, last) if t is not None), default=None)
     conn.execute(
         "INSERT OR REPLACE INTO aggregates(subject, baskets, total_spend, last_purchase_ts, "
         "updated_at) VALUES (?, ?, ?, ?, ?)",
-        (u.subject, u.baskets + len(extra), u.total_spend + float(spend), latest, now),
+        (u.subject, u.baskets + int(baskets), u.total_spend + float(spend), latest, now),
     )
 
 
