@@ -1,5 +1,97 @@
-"""stub"""
+"""The store side of the sync contract: events in, feeds out, erasure acks, heartbeats.
 
-from fastapi import APIRouter
+Every path is ``/v1/stores/{store}/...`` and needs that store's key (``StoreKey``). Handlers
+are plain ``def``: FastAPI runs them in its thread pool, where the SQLite calls belong.
+"""
 
-router = APIRouter(prefix="/v1")
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.auth import StoreKey
+from hub.context import Ctx, bad_request
+from hub.dsr import ack_erasure
+from hub.feeds import feed_limit, parse_cursor
+from hub.ingest import ingest
+from hub.members import announce
+from hub.profile_feed import erasures_page, profiles_page
+from hub.stores import record_heartbeat
+from models.identity import SUBJECT_PATTERN
+
+router = APIRouter(prefix="/v1/stores/{store}", tags=["sync"])
+
+Cursor = Annotated[str | None, Query(max_length=40)]
+Limit = Annotated[int | None, Query()]
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Any]
+
+
+class Announce(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Annotated[str, Field(pattern=SUBJECT_PATTERN.pattern)]
+
+
+class Heartbeat(BaseModel):
+    """Lenient on purpose: a newer edge may send more; unknown keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model_version: str | None = None
+    state: str | None = None
+    outbox_pending: int | None = None
+    feeds: dict[str, str | int | None] = {}
+    staleness_s: float | None = None
+    active_visits: int | None = None
+
+
+@router.post("/events")
+def push_events(store: str, batch: EventBatch, context: Ctx, _: StoreKey) -> dict[str, Any]:
+    """A batch of outbox events (≤ sync.max_events_per_batch), idempotent by event_id."""
+    limit = context.settings.sync.max_events_per_batch
+    if len(batch.events) > limit:
+        raise bad_request(413, "batch_too_large", max=limit)
+    return ingest(context.db, store, batch.events, context.settings.relevance).as_dict()
+
+
+@router.get("/feed/profiles")
+def profile_feed(store: str, context: Ctx, _: StoreKey, cursor: Cursor = None,
+                 limit: Limit = None) -> dict[str, Any]:
+    """Profiles relevant to this store (upserts) and the deletes it must apply."""
+    page = profiles_page(context.db, store, parse_cursor(cursor),
+                         feed_limit(limit, context.settings.sync), context.settings.relevance)
+    return page.as_dict()
+
+
+@router.get("/erasures")
+def erasure_feed(store: str, context: Ctx, _: StoreKey, cursor: Cursor = None,
+                 limit: Limit = None) -> dict[str, Any]:
+    """Every erasure (a member may have been anywhere); ack each one when applied."""
+    page = erasures_page(context.db, parse_cursor(cursor), feed_limit(limit, context.settings.sync))
+    return page.as_dict()
+
+
+@router.post("/erasures/{erasure_id}/ack")
+def erasure_ack(store: str, erasure_id: str, context: Ctx, _: StoreKey) -> dict[str, Any]:
+    acked_at = ack_erasure(context.db, store, erasure_id)
+    if acked_at is None:
+        raise bad_request(404, "unknown_erasure")
+    return {"erasure_id": erasure_id, "store": store, "acked_at": acked_at}
+
+
+@router.post("/announce", status_code=202)
+def announce_approach(store: str, body: Announce, context: Ctx, _: StoreKey) -> dict[str, str]:
+    """Geofence approach: the member's profile enters this store's feed (next poll)."""
+    return {"status": announce(context.db, store, body.subject, context.settings.relevance)}
+
+
+@router.post("/heartbeat")
+def heartbeat(store: str, body: Heartbeat, context: Ctx, _: StoreKey) -> dict[str, Any]:
+    return record_heartbeat(context.db, store, body.model_dump())

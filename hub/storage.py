@@ -149,6 +149,17 @@ class HubDB:
         finally:
             conn.execute("COMMIT")
 
+    def checkpoint(self) -> bool:
+        """Checkpoint and truncate the WAL (after an erasure, so deleted rows do not linger
+        in it). False when a reader blocked it; the next checkpoint finishes the job."""
+        if self._closed:
+            raise StorageClosedError("hub database is closed")
+        with self._lock:
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            logger.warning("WAL checkpoint was blocked by a reader; retried later")
+        return not busy
+
     # ------------------------------------------------------------------ change sequence
 
     @staticmethod
