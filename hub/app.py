@@ -26,6 +26,8 @@ ROUTER_MODULES: tuple[str, ...] = (
     "hub.api_tokens",
     "hub.api_members",
     "hub.api_sync",
+    "hub.api_catalog",
+    "hub.api_offers",
 )
 
 _ops = APIRouter(tags=["ops"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from hub.catalog_schema import CATALOG
 from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
 
 __all__ = ["MIGRATIONS", "Migration", "SchemaError", "current_version", "migrate"]
@@ -161,7 +162,7 @@ _EVENTS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _MEMBERS, _EVENTS)
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _MEMBERS, _EVENTS, CATALOG)
 
 
 def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:

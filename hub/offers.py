@@ -12,30 +12,19 @@ store's eligible subjects* and only to stores where that list is non-empty. The 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hub.catalog_rows import InputError, finite_number, optional_text
+from hub.stores import STORE_ID
+
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-STORE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+BAD = "bad_offer"
 MAX_STORES = 10_000
 _FIELDS = ("offer_id", "product_id", "category", "discount_pct", "valid_from", "valid_to",
            "segment", "stores", "title")
-
-
-class OfferError(ValueError):
-    """An offer document that cannot be stored; ``field`` names the offending key."""
-
-    def __init__(self, field: str, message: str, reason: str = "bad_offer") -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.reason = reason
-
-    def detail(self) -> dict[str, str]:
-        return {"reason": self.reason, "field": self.field, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -61,62 +50,49 @@ class OfferSpec:
         }
 
 
-def _optional_text(doc: Mapping[str, Any], key: str, limit: int = 200) -> str | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise OfferError(key, f"must be a non-empty string of at most {limit} characters")
-    return value
-
-
 def _time(doc: Mapping[str, Any], key: str) -> float:
-    value = doc.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise OfferError(key, f"must be a UNIX time in seconds, got {value!r}")
-    return float(value)
+    return finite_number(doc.get(key), key, BAD)
 
 
-def check_id(value: object, field: str) -> str:
+def check_id(value: object, field: str, reason: str = BAD) -> str:
     if not isinstance(value, str) or not ID_PATTERN.match(value):
-        raise OfferError(field, "must match " + ID_PATTERN.pattern)
+        raise InputError(reason, field, "must match " + ID_PATTERN.pattern)
     return value
 
 
 def parse_offer(doc: object, offer_id: str | None = None) -> OfferSpec:
     """Validate an offer document (``offer_id`` from the URL wins over the body's)."""
     if not isinstance(doc, Mapping):
-        raise OfferError("body", "expected a JSON object")
+        raise InputError(BAD, "body", "expected a JSON object")
     unknown = sorted(set(doc) - set(_FIELDS))
     if unknown:
-        raise OfferError(unknown[0], "unknown field")
+        raise InputError(BAD, unknown[0], "unknown field")
     oid = check_id(offer_id if offer_id is not None else doc.get("offer_id"), "offer_id")
     if offer_id is not None and doc.get("offer_id") not in (None, offer_id):
-        raise OfferError("offer_id", "differs from the offer id in the path")
-    product = _optional_text(doc, "product_id", 64)
-    category = _optional_text(doc, "category", 120)
+        raise InputError(BAD, "offer_id", "differs from the offer id in the path")
+    product = optional_text(doc, "product_id", BAD, 64)
+    category = optional_text(doc, "category", BAD, 120)
     if product is None and category is None:
-        raise OfferError("product_id", "an offer needs a product_id or a category (or both)")
-    pct = doc.get("discount_pct")
-    if (isinstance(pct, bool) or not isinstance(pct, int | float) or not math.isfinite(pct)
-            or not 0 < pct <= 100):
-        raise OfferError("discount_pct", f"must be a number in (0, 100], got {pct!r}")
+        raise InputError(BAD, "product_id", "an offer needs a product_id or a category (or both)")
+    pct = finite_number(doc.get("discount_pct"), "discount_pct", BAD)
+    if not 0 < pct <= 100:
+        raise InputError(BAD, "discount_pct", f"must be in (0, 100], got {pct!r}")
     start, end = _time(doc, "valid_from"), _time(doc, "valid_to")
     if not start < end:
-        raise OfferError("valid_to", "must be after valid_from")
+        raise InputError(BAD, "valid_to", "must be after valid_from")
     segment = doc.get("segment")
     if segment is not None:
         check_id(segment, "segment")
     stores = doc.get("stores")
     if stores is not None:
         if not isinstance(stores, list) or len(stores) > MAX_STORES:
-            raise OfferError("stores", "must be a list of store ids, or null for every store")
+            raise InputError(BAD, "stores", "must be a list of store ids, or null for every store")
         for store in stores:
-            if not isinstance(store, str) or not STORE_PATTERN.match(store):
-                raise OfferError("stores", f"invalid store id {store!r}")
+            if not isinstance(store, str) or not STORE_ID.match(store):
+                raise InputError(BAD, "stores", f"invalid store id {store!r}")
         stores = tuple(sorted(set(stores)))
-    return OfferSpec(oid, product, category, float(pct), start, end, segment, stores,
-                     _optional_text(doc, "title"))
+    return OfferSpec(oid, product, category, pct, start, end, segment, stores,
+                     optional_text(doc, "title", BAD))
 
 
 def is_active(offer: OfferSpec, now: float) -> bool:

@@ -21,7 +21,7 @@ Pure: no I/O. ``member_facts`` turns the hub's stored aggregates into the fields
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,7 +250,7 @@ def member_facts(
     }
 
 
-def evaluate(segment: Segment, members: Sequence[tuple[str, Facts]]) -> list[str]:
+def evaluate(segment: Segment, members: Iterable[tuple[str, Facts]]) -> list[str]:
     """Subjects of ``members`` (subject, facts) that are in the segment, in input order."""
     matches = segment.matches
     return [subject for subject, facts in members if matches(facts)]

@@ -65,6 +65,14 @@ class SyncSettings(Section):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
 
+class CatalogSettings(Section):
+    """Offers feed upkeep (see docs/hub.md, "Offers and segments")."""
+
+    # A store's offer targets (segment members, expiries, new stores) are re-derived before
+    # serving its offers feed when the last run is older than this.
+    offers_refresh_s: float = Field(60.0, ge=0)
+
+
 class HubSettings(LayeredSettings):
     """Everything the central hub needs; see docs/hub.md for each key."""
 
@@ -84,6 +92,7 @@ class HubSettings(LayeredSettings):
     tokens: TokenIssueSettings = TokenIssueSettings()
     relevance: RelevanceSettings = RelevanceSettings()
     sync: SyncSettings = SyncSettings()
+    catalog: CatalogSettings = CatalogSettings()
 
     @property
     def salt(self) -> str:

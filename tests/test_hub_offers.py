@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hub.catalog_rows import InputError
 from hub.offers import (
-    OfferError,
     OfferSpec,
     applies,
     is_active,
@@ -52,7 +52,7 @@ def test_parse_normalises_stores_and_keeps_fields() -> None:
     (doc(colour="red"), "colour"),
 ])
 def test_bad_offers_name_the_field(body: Any, field: str) -> None:
-    with pytest.raises(OfferError) as err:
+    with pytest.raises(InputError) as err:
         parse_offer(body)
     assert err.value.field == field
     assert err.value.detail()["reason"] == "bad_offer"
@@ -60,7 +60,7 @@ def test_bad_offers_name_the_field(body: Any, field: str) -> None:
 
 def test_path_id_wins_and_must_agree() -> None:
     assert parse_offer(doc(offer_id=None), offer_id="o-9").offer_id == "o-9"
-    with pytest.raises(OfferError, match="differs"):
+    with pytest.raises(InputError, match="differs"):
         parse_offer(doc(), offer_id="o-9")
 
 
