@@ -28,6 +28,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "hub.api_sync",
     "hub.api_catalog",
     "hub.api_offers",
+    "hub.api_models",
 )
 
 _ops = APIRouter(tags=["ops"])

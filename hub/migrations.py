@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 
 from hub.catalog_schema import CATALOG
+from hub.model_schema import MODELS
 from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
 
 __all__ = ["MIGRATIONS", "Migration", "SchemaError", "current_version", "migrate"]
@@ -162,7 +163,7 @@ _EVENTS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _MEMBERS, _EVENTS, CATALOG)
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _MEMBERS, _EVENTS, CATALOG, MODELS)
 
 
 def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:

@@ -73,6 +73,26 @@ class CatalogSettings(Section):
     offers_refresh_s: float = Field(60.0, ge=0)
 
 
+class HubModelSettings(Section):
+    """Training, evaluation and signing of the chain's ranker (``train-model``, docs/hub.md).
+
+    ``signing_keys_dir`` holds the *model-signing* key (``model-keygen``), never the token
+    keys; ``signing_kid`` picks one when there are several. Small trees on purpose: the edge
+    scores ~1,000 candidates per visit on one core.
+    """
+
+    signing_keys_dir: Path = Path("var/hub-model-keys")
+    signing_kid: str | None = None
+    holdout_days: float = Field(7.0, gt=0, le=365)  # recent baskets both models must predict
+    k: int = Field(10, ge=1, le=100)  # recall@k / NDCG@k decide
+    min_gain: float = Field(0.0, ge=0, le=1)  # recall@k the candidate must gain to win
+    num_trees: int = Field(20, ge=1, le=500)
+    num_leaves: int = Field(15, ge=2, le=255)
+    max_queries: int = Field(30_000, ge=100)
+    threads: int = Field(2, ge=1, le=64)
+    seed: int = 7
+
+
 class HubSettings(LayeredSettings):
     """Everything the central hub needs; see docs/hub.md for each key."""
 
@@ -92,6 +112,7 @@ class HubSettings(LayeredSettings):
     tokens: TokenIssueSettings = TokenIssueSettings()
     relevance: RelevanceSettings = RelevanceSettings()
     sync: SyncSettings = SyncSettings()
+    models: HubModelSettings = HubModelSettings()
     catalog: CatalogSettings = CatalogSettings()
 
     @property
