@@ -21,6 +21,7 @@ shoppers only make baskets (subject null), which still count for store popularit
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -183,8 +184,9 @@ def _anonymous_basket(prefix: str, at: float, in_stock: list[DemoProduct],
 
 
 def plan_day(population: DemoPopulation, *, seed: int, day: int = 0,
-             start_s: float = 0.0, end_s: float = OPEN_HOURS * HOUR) -> Iterator[SimEvent]:
+             start_s: float = 0.0, end_s: float = math.inf) -> Iterator[SimEvent]:
     """Events of store day ``day`` between ``start_s`` and ``end_s``, in time order.
+    Customers arrive until closing time; the last ones finish their visit after it.
 
     Every event id starts with ``d<day>-`` and is unique within the day; ties in time are
     broken by id, so the order is total and reproducible.

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import re
 import secrets
 import signal
@@ -31,7 +32,7 @@ from typing import Any
 
 from edge.demo_store import DEMO_STORE, demo_population
 from edge.probe import MqttProbe, Received
-from edge.sim_day import HOUR, OPEN_HOURS, SimEvent, plan_day
+from edge.sim_day import HOUR, SimEvent, plan_day
 from edge.topics import Topics
 from hub.tokens import mint_checkin_token
 
@@ -143,7 +144,10 @@ class Simulator:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="storeside-sim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="storeside-sim",
+        description="Play a simulated store day over MQTT, as the store's apps and tills would.",
+    )
     parser.add_argument("--broker", type=parse_hostport, default=("127.0.0.1", 1883),
                         help="MQTT broker host:port (default 127.0.0.1:1883)")
     parser.add_argument("--key", type=Path, required=True,
@@ -191,9 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   store=args.store, scopes=scopes, now=now)
 
     population = demo_population(args.seed, args.members)
-    end_s = OPEN_HOURS * HOUR
-    if args.duration is not None:
-        end_s = min(end_s, args.duration * args.speed)
+    end_s = math.inf if args.duration is None else args.duration * args.speed
     events = plan_day(population, seed=args.seed, day=args.day, end_s=end_s)
     host, port = args.broker
     probe = MqttProbe(host, port, [f"{topics.prefix}/app/+/offers"],
