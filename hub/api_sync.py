@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.auth import StoreKey
@@ -63,19 +63,19 @@ def push_events(store: str, batch: EventBatch, context: Ctx, _: StoreKey) -> dic
 
 @router.get("/feed/profiles")
 def profile_feed(store: str, context: Ctx, _: StoreKey, cursor: Cursor = None,
-                 limit: Limit = None) -> dict[str, Any]:
+                 limit: Limit = None) -> Response:
     """Profiles relevant to this store (upserts) and the deletes it must apply."""
     page = profiles_page(context.db, store, parse_cursor(cursor),
                          feed_limit(limit, context.settings.sync), context.settings.relevance)
-    return page.as_dict()
+    return page.response()
 
 
 @router.get("/erasures")
 def erasure_feed(store: str, context: Ctx, _: StoreKey, cursor: Cursor = None,
-                 limit: Limit = None) -> dict[str, Any]:
+                 limit: Limit = None) -> Response:
     """Every erasure (a member may have been anywhere); ack each one when applied."""
     page = erasures_page(context.db, parse_cursor(cursor), feed_limit(limit, context.settings.sync))
-    return page.as_dict()
+    return page.response()
 
 
 @router.post("/erasures/{erasure_id}/ack")

@@ -6,10 +6,13 @@ a page is ``seq > cursor ORDER BY seq LIMIT limit + 1`` on an index, read in one
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from fastapi import Response
 
 from hub.context import bad_request
 from hub.settings import SyncSettings
@@ -18,16 +21,28 @@ from hub.storage import HubDB
 
 @dataclass(frozen=True, slots=True)
 class FeedPage:
-    items: list[dict[str, Any]]
+    # An item is a dict, or already-serialised JSON text (hot feeds build it cheaper).
+    items: list[dict[str, Any] | str]
     cursor: int
     more: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "cursor": str(self.cursor), "more": self.more}
+        items = [json.loads(i) if isinstance(i, str) else i for i in self.items]
+        return {"items": items, "cursor": str(self.cursor), "more": self.more}
+
+    def response(self) -> Response:
+        """The page serialised once with ``json.dumps``: FastAPI's generic encoder walks
+        every value of a 5000-profile page first and would double its cost."""
+        items = ",".join(
+            i if isinstance(i, str) else json.dumps(i, separators=(",", ":")) for i in self.items
+        )
+        more = "true" if self.more else "false"
+        body = f'{{"items":[{items}],"cursor":"{self.cursor}","more":{more}}}'
+        return Response(body, media_type="application/json")
 
 
 def feed_page(conn: sqlite3.Connection, rows: Sequence[Any], cursor: int, limit: int,
-              item: Callable[[Any], dict[str, Any]]) -> FeedPage:
+              item: Callable[[Any], dict[str, Any] | str]) -> FeedPage:
     """Turn ``limit + 1`` rows (seq first) read in one snapshot into a page.
 
     When the page is the last one the cursor jumps to the hub's current sequence (read in the

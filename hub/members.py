@@ -86,49 +86,60 @@ def erased_subjects(conn: sqlite3.Connection, subjects: Iterable[str]) -> set[st
 # ---------------------------------------------------------------------- relevance
 
 
+def _by_subject(conn: sqlite3.Connection, sql: str, subjects: str) -> dict[str, list[Any]]:
+    rows: dict[str, list[Any]] = {}
+    for row in conn.execute(sql, (subjects,)):
+        rows.setdefault(row[0], []).append(row[1:])
+    return rows
+
+
 def refresh_relevance(
     db: HubDB, conn: sqlite3.Connection, subjects: Iterable[str], cfg: RelevanceSettings
 ) -> None:
     """Recompute every store feed row of ``subjects`` inside the caller's write transaction.
 
     Upsert rows always get a new sequence number (their data changed); delete rows only when
-    their state changes. One number per member: unique within each store's feed.
+    their state changes. One number per member: unique within each store's feed. Three
+    queries for the whole set (an ingestion batch touches hundreds of members).
     """
+    wanted = json.dumps(sorted(set(subjects)))
     now = db.clock()
-    rows: list[tuple[Any, ...]] = []
-    for subject in subjects:
-        member = conn.execute(
-            "SELECT home_store, consent FROM members WHERE subject = ?", (subject,)
-        ).fetchone()
-        personalize = bool(member) and json.loads(member[1]).get("personalize") is True
+    in_set = "WHERE subject IN (SELECT value FROM json_each(?))"
+    members = _by_subject(conn, f"SELECT subject, home_store, consent FROM members {in_set}",
+                          wanted)
+    presence = _by_subject(
+        conn, f"SELECT subject, store, last_visit_ts, announced_at FROM presence {in_set}", wanted
+    )
+    previous = _by_subject(
+        conn, f"SELECT subject, store, op, reason FROM store_members {in_set}", wanted
+    )
+    pending: list[list[tuple[Any, ...]]] = []
+    for subject in json.loads(wanted):
+        member = members.get(subject, [None])[0]
+        personalize = member is not None and json.loads(member[1]).get("personalize") is True
         home = member[0] if member else None
-        presence = {
-            r[0]: (r[1], r[2]) for r in conn.execute(
-                "SELECT store, last_visit_ts, announced_at FROM presence WHERE subject = ?",
-                (subject,),
-            )
-        }
-        previous = {
-            r[0]: (r[1], r[2]) for r in conn.execute(
-                "SELECT store, op, reason FROM store_members WHERE subject = ?", (subject,)
-            )
-        }
-        stores = set(presence) | set(previous) | ({home} if home else set())
-        seq: int | None = None
+        seen = {store: (visit, announced) for store, visit, announced in presence.get(subject, ())}
+        before = {store: (op, reason) for store, op, reason in previous.get(subject, ())}
+        stores = set(seen) | set(before) | ({home} if home else set())
+        rows = []
         for store in sorted(stores):
-            visit, announced = presence.get(store, (None, None))
+            visit, announced = seen.get(store, (None, None))
             until = relevant_until(home=store == home, last_visit_ts=visit,
                                    announced_at=announced, cfg=cfg)
             state = feed_state(until=until, now=now, member_exists=member is not None,
-                               personalize=personalize, previous=previous.get(store))
-            if state is None or (state[0] == "delete" and state == previous.get(store)):
+                               personalize=personalize, previous=before.get(store))
+            if state is None or (state[0] == "delete" and state == before.get(store)):
                 continue
-            if seq is None:
-                seq = db.next_seq(conn)
-            rows.append((store, subject, max(until, -1.0), state[0], state[1], seq))
+            rows.append((store, subject, max(until, -1.0), state[0], state[1]))
+        if rows:
+            pending.append(rows)
+    if not pending:
+        return
+    first = db.next_seq(conn, len(pending))
     conn.executemany(
         "INSERT OR REPLACE INTO store_members(store, subject, relevant_until, op, reason, seq) "
-        "VALUES (?, ?, ?, ?, ?, ?)", rows,
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(*row, first + i) for i, rows in enumerate(pending) for row in rows],
     )
 
 

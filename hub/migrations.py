@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from hub.catalog_schema import CATALOG
+from hub.catalog_schema import CATALOG, KPI_INDEX
 from hub.model_schema import MODELS
 from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
 
@@ -136,6 +136,8 @@ _EVENTS = Migration(
     3,
     "store events, erasures and their acknowledgements",
     (
+        # A rowid table (event_id is its unique key): edge event ids are random, and payloads
+        # appended in rowid order keep a batch's commit small; only the key index is random.
         """CREATE TABLE events (
             event_id TEXT PRIMARY KEY,
             store TEXT NOT NULL,
@@ -144,7 +146,7 @@ _EVENTS = Migration(
             payload TEXT NOT NULL,
             created_at REAL NOT NULL,
             received_at REAL NOT NULL
-        ) WITHOUT ROWID""",
+        )""",
         "CREATE INDEX events_subject ON events(subject) WHERE subject IS NOT NULL",
         # The minimal record kept after an erasure: the pseudonymous subject only, so late
         # events of that member can be refused and every store can be told (docs/hub.md).
@@ -163,7 +165,7 @@ _EVENTS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _MEMBERS, _EVENTS, CATALOG, MODELS)
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _MEMBERS, _EVENTS, CATALOG, KPI_INDEX, MODELS)
 
 
 def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:

@@ -4,14 +4,13 @@ The profile feed is the store's ``store_members`` rows after the cursor, merged 
 erasure after the cursor (as ``delete / erased``; the erasure record is the only place the
 subject of an erased member is kept, see ``hub.dsr``). One ordered index scan per side, with
 the member row and aggregates joined in; the purchase history of the page's upserts comes from
-a second query over ``purchases(subject, ts)`` (last ``history_max_baskets`` per member).
+one or two more queries over ``purchases(subject, ts)`` (last ``history_max_baskets``).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
 from typing import Any
 
 from hub.feeds import FeedPage, feed_page
@@ -30,12 +29,24 @@ _PROFILES_SQL = (
     "NULL, NULL, NULL FROM erasures WHERE seq > ? "
     "ORDER BY 1 LIMIT ?"
 )
-# Baskets ranked newest first per member; lines of the newest N baskets.
-_HISTORY_SQL = (
-    "SELECT subject, basket_id, ts, product_id, quantity, unit_price, category FROM ("
+# History lines serialised to JSON by SQLite itself: a 5000-member page carries ~10^5 lines,
+# and building them as Python dicts (then encoding them) would be most of a page's cost.
+# Members with at most N baskets (nearly all) need no ranking: their lines come straight off
+# the (subject, ts) index; only the others go through the window query.
+_LINE_JSON = (
+    "json_group_array(json_object('basket_id', basket_id, 'ts', ts, 'product_id', product_id, "
+    "'quantity', quantity, 'price', unit_price, 'category', category))"
+)
+_ALL_HISTORY_SQL = (
+    f"SELECT subject, {_LINE_JSON} FROM purchases "
+    "WHERE subject IN (SELECT value FROM json_each(?)) GROUP BY subject"
+)
+_RANKED_HISTORY_SQL = (
+    f"SELECT subject, {_LINE_JSON} FROM ("
     " SELECT p.*, DENSE_RANK() OVER (PARTITION BY p.subject ORDER BY p.ts DESC, p.basket_id DESC)"
     " AS r FROM purchases p WHERE p.subject IN (SELECT value FROM json_each(?))"
-    ") WHERE r <= ? ORDER BY subject, ts DESC, id"
+    " ORDER BY p.subject, p.ts, p.id"
+    ") WHERE r <= ? GROUP BY subject"
 )
 _ERASURES_SQL = (
     "SELECT seq, erasure_id, subject, requested_at FROM erasures WHERE seq > ? "
@@ -43,25 +54,27 @@ _ERASURES_SQL = (
 )
 
 
-def _histories(conn: sqlite3.Connection, subjects: list[str],
-               max_baskets: int) -> dict[str, list[dict[str, Any]]]:
-    history: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    if not subjects:
-        return history
-    for s, basket, ts, product, qty, price, category in conn.execute(
-        _HISTORY_SQL, (json.dumps(subjects), max_baskets)
-    ):
-        history[s].append({"basket_id": basket, "ts": ts, "product_id": product,
-                           "quantity": qty, "price": price, "category": category})
+def _histories(conn: sqlite3.Connection, rows: list[Any], max_baskets: int) -> dict[str, str]:
+    """``{subject: JSON array of its last baskets' lines}`` for the page's upserts."""
+    short = [r[1] for r in rows if r[2] == "upsert" and (r[10] or 0) <= max_baskets]
+    long = [r[1] for r in rows if r[2] == "upsert" and (r[10] or 0) > max_baskets]
+    history: dict[str, str] = {}
+    if short:
+        history.update(conn.execute(_ALL_HISTORY_SQL, (json.dumps(short),)).fetchall())
+    if long:
+        history.update(
+            conn.execute(_RANKED_HISTORY_SQL, (json.dumps(long), max_baskets)).fetchall()
+        )
     return history
 
 
-def _item(row: Any, history: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def _item(row: Any, history: dict[str, str]) -> dict[str, Any] | str:
+    """A delete as a dict; an upsert as its JSON text with the history spliced in."""
     seq, subject, op, reason = row[0], row[1], row[2], row[3]
     if op == "delete" or row[8] is None:  # a delete, or a member row gone since
         return {"op": "delete", "seq": seq, "subject": subject, "reason": reason or "erased"}
     consent = json.loads(row[8])
-    return {
+    head = json.dumps({
         "op": "upsert", "seq": seq, "subject": subject,
         "profile": {
             "first_name": row[4], "tier": row[5], "birthday": row[6],
@@ -71,8 +84,8 @@ def _item(row: Any, history: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         },
         "aggregates": {"baskets": row[10] or 0, "total_spend": row[11] or 0.0,
                        "last_purchase_ts": row[12]},
-        "history": history.get(subject, []),
-    }
+    }, separators=(",", ":"))
+    return f'{head[:-1]},"history":{history.get(subject, "[]")}}}'
 
 
 def profiles_page(db: HubDB, store: str, cursor: int, limit: int,
@@ -80,8 +93,7 @@ def profiles_page(db: HubDB, store: str, cursor: int, limit: int,
     expire_relevance(db, store)
     with db.read() as conn:
         rows = conn.execute(_PROFILES_SQL, (store, cursor, cursor, limit + 1)).fetchall()
-        upserts = [r[1] for r in rows[:limit] if r[2] == "upsert"]
-        history = _histories(conn, upserts, cfg.history_max_baskets)
+        history = _histories(conn, rows[:limit], cfg.history_max_baskets)
         return feed_page(conn, rows, cursor, limit, lambda r: _item(r, history))
 
 
