@@ -128,7 +128,7 @@ def _price(rng: random.Random, low: float, high: float) -> float:
 
 
 def _line_products(line: ProductLine, rng: random.Random, start: int) -> list[DemoProduct]:
-    out = []
+    out: list[DemoProduct] = []
     for base in line.bases:
         variants = (
             sorted(rng.sample(line.variants, min(len(line.variants), rng.randint(2, 4))),
