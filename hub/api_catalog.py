@@ -11,7 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from hub.auth import Admin, StoreOrAdmin
 from hub.catalog_rows import (
@@ -195,10 +195,10 @@ async def put_stock(store: str, request: Request, context: Ctx, _: Admin) -> dic
         raise unknown_store(store) from exc
 
 
-@router.get("/stores/{store}/feed/catalog")
+@router.get("/stores/{store}/feed/catalog", response_model=None)
 def catalog_feed(store: str, context: Ctx, _: StoreOrAdmin, cursor: str | None = None,
-                 limit: int | None = None) -> dict[str, Any]:
+                 limit: int | None = None) -> Response:
     """The store's assortment with stock, price and zone after ``cursor`` (contract)."""
     page = CatalogStore(context.db).catalog_feed(
         store, parse_cursor(cursor), feed_limit(limit, context.settings.sync))
-    return page.as_dict()
+    return page.response()

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from hub.api_catalog import json_body, refused
 from hub.auth import Admin, StoreOrAdmin
@@ -71,14 +71,14 @@ async def withdraw_offer(offer_id: str, context: Ctx, _: Admin) -> dict[str, Any
     return result
 
 
-@router.get("/stores/{store}/feed/offers")
+@router.get("/stores/{store}/feed/offers", response_model=None)
 def offers_feed(store: str, context: Ctx, _: StoreOrAdmin, cursor: str | None = None,
-                limit: int | None = None) -> dict[str, Any]:
+                limit: int | None = None) -> Response:
     """Offers for this store after ``cursor`` (contract): upserts while an offer is live and
     targets the store, a delete once it is withdrawn, expired or no longer targets it."""
     page = offer_store(context).offers_feed(
         store, parse_cursor(cursor), feed_limit(limit, context.settings.sync))
-    return page.as_dict()
+    return page.response()
 
 
 # ---------------------------------------------------------------------- segments

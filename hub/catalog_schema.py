@@ -86,3 +86,10 @@ CATALOG = Migration(
         ) WITHOUT ROWID""",
     ),
 )
+
+# The hub page counts KPIs over a recent window of the (large, append-only) events table.
+KPI_INDEX = Migration(
+    11,
+    "index of store events by time, for the hub page's KPIs",
+    ("CREATE INDEX events_created ON events(created_at)",),
+)
