@@ -28,6 +28,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "hub.api_sync",
     "hub.api_catalog",
     "hub.api_offers",
+    "hub.api_admin",
     "hub.api_models",
 )
 
