@@ -15,6 +15,7 @@ from edge.settings import SettingsError, load_settings
 logger = logging.getLogger(__name__)
 
 TABLET_COMMANDS = ("pair-tablet", "list-tablets", "revoke-tablet")  # edge/devices_cli.py
+STREAM_SHUTDOWN_GRACE_S = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.http.port,
         log_level=args.log_level.lower(),
         access_log=False,
+        # A tablet's live feed (SSE) never finishes by itself: without a bound, SIGTERM
+        # would wait for every open tablet. After this grace the streams are cancelled
+        # (tablets reconnect to the next start) and the lifespan drains as before.
+        timeout_graceful_shutdown=STREAM_SHUTDOWN_GRACE_S,
     )
     try:
         uvicorn.Server(config).run()

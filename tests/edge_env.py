@@ -8,9 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.broker import free_port
 from edge.devices import pair_device
 from edge.seed import SeedSummary, seed_store
-from edge.settings import EdgeSettings, MqttSettings, RankingSettings, TokenSettings
+from edge.settings import (
+    EdgeSettings,
+    HttpSettings,
+    MqttSettings,
+    RankingSettings,
+    TokenSettings,
+)
 from edge.store import EdgeStore
 from edge.topics import Topics
 from edge.visit import VisitConfig
@@ -108,6 +115,8 @@ def make_env(
         "chain": CHAIN,
         "store": STORE,
         "db_path": db,
+        # a free port of its own: the default 8080 collides with any other edge on the box
+        "http": HttpSettings(port=free_port()),
         "mqtt": MqttSettings(port=broker_port, client_id=f"edge-{new_id()[:8]}"),
         "tokens": TokenSettings(public_keys_dir=keys),
         "ranking": RankingSettings(),

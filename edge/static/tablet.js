@@ -29,7 +29,7 @@
   const money = new Intl.NumberFormat(undefined, {
     minimumFractionDigits: 2, maximumFractionDigits: 2,
   });
-  const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 
   // ---------------------------------------------------------------- connection
   function setOnline(value) {
@@ -49,6 +49,7 @@
       replaceAll(JSON.parse(e.data).visits || []);
       retryMs = 1000;
       setOnline(true);
+      showStore();
     });
     source.addEventListener("recommendation", (e) => upsert(JSON.parse(e.data), true));
     source.addEventListener("visit", (e) => upsert(JSON.parse(e.data), false));
@@ -138,9 +139,10 @@
   }
 
   function minutes(sinceMs) {
-    const m = Math.max(0, Math.round((edgeNow() - sinceMs) / 60000));
-    return m < 1 ? "just now" : m === 1 ? "1 min" : `${m} min`;
+    const m = Math.max(0, Math.floor((edgeNow() - sinceMs) / 60000));
+    return m < 1 ? "<1 min" : m < 60 ? `${m} min` : `${Math.floor(m / 60)} h ${m % 60} min`;
   }
+  const pretty = (slug) => String(slug).replace(/[-_]+/g, " ").replace(/^./, (c) => c.toUpperCase());
 
   function render(freshId) {
     const list = $("cards");
@@ -170,14 +172,14 @@
     if (card.profile && card.profile.birthday_this_week) node.querySelector(".bday").hidden = false;
     const since = arrived.get(card.visit_id) || card.ts * 1000;
     node.querySelector(".meta").textContent =
-      `Checked in ${clock.format(new Date(since - clockOffsetMs))} · ${minutes(since)}`;
+      `Arrived ${clock.format(new Date(since - clockOffsetMs))} · in store ${minutes(since)}`;
 
     const where = node.querySelector(".where");
     if (card.zone) {
-      where.append(el("strong", "zone", card.zone.replace(/[-_]/g, " ")));
+      where.append(el("strong", "zone zone-name", pretty(card.zone)));
       where.append(el("span", "dwell", card.dwell_since ? `for ${minutes(card.dwell_since * 1000)}` : ""));
     } else {
-      where.append(el("strong", "zone", "On the floor"));
+      where.append(el("span", "zone", "No zone yet"));
     }
 
     if (named) renderPrefs(node.querySelector(".prefs"), card.profile.preferences || {});
@@ -199,7 +201,7 @@
     const sizes = prefs.sizes && typeof prefs.sizes === "object" ? prefs.sizes : {};
     for (const [category, size] of Object.entries(sizes)) {
       const chip = el("span", "chip");
-      chip.append(`${category}: `, el("b", "", String(size)));
+      chip.append(`${pretty(category)} `, el("b", "", String(size)));
       chips.push(chip);
     }
     for (const brand of Array.isArray(prefs.brands) ? prefs.brands : []) {
@@ -207,7 +209,7 @@
       chip.append("Brand: ", el("b", "", String(brand)));
       chips.push(chip);
     }
-    if (typeof prefs.notes === "string" && prefs.notes) chips.push(el("span", "chip", prefs.notes));
+    if (typeof prefs.notes === "string" && prefs.notes) chips.push(el("span", "chip note", pretty(prefs.notes)));
     box.replaceChildren(...chips);
     box.hidden = chips.length === 0;
   }
@@ -218,8 +220,8 @@
     node.querySelector(".rank").textContent = String(s.rank);
     node.querySelector(".sug-name").textContent = s.name;
     const sub = node.querySelector(".sug-sub");
-    sub.append(s.category || "");
-    if (s.zone) sub.append(` · ${s.zone.replace(/[-_]/g, " ")}`);
+    sub.append(pretty(s.category || ""));
+    if (s.zone) sub.append(` · ${pretty(s.zone)}`);
     sub.append(" · ");
     sub.append(s.stock <= 3 ? el("span", "low", `only ${s.stock} left`) : el("span", "ok", `${s.stock} in stock`));
     node.querySelector(".sug-price").textContent = money.format(s.price);
@@ -401,6 +403,16 @@
     $("scan-status").textContent = "Reading the code…";
     try { scanResult(await submitFrame(file), false); } catch (_) { scanResult({ ok: false, reason: "offline" }, false); }
   });
+
+  async function showStore() {
+    try {
+      const r = await fetch("/v1/status", { cache: "no-store" });
+      if (!r.ok) return;
+      const status = await r.json();
+      $("store-name").textContent = `Store ${status.store}` +
+        (status.state === "degraded" ? " · best-sellers only (model offline)" : "");
+    } catch (_) { /* the banner already says offline */ }
+  }
 
   // Dwell and "x min ago" move on without new events.
   setInterval(() => { if (cards.size) render(); }, 30000);
