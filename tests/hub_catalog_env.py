@@ -12,11 +12,16 @@ import httpx
 from hub.devtools import EmbeddedHub, hub_settings
 from hub.members import import_members
 from hub.members_csv import MemberRecord
+from hub.settings import RelevanceSettings
 from hub.storage import HubDB
 from models.identity import pseudonymous_id
 
 T0 = 1_750_000_000.0
 CONSENT = {"personalize": True, "staff_display": True, "app_offers": True}
+# The brief's example segment: gold members who spent 500+ and bought within 30 days.
+GOLD = {"all": [{"field": "total_spend", "op": ">=", "value": 500},
+                {"field": "tier", "op": "in", "value": ["gold"]},
+                {"field": "days_since_last_purchase", "op": "<=", "value": 30}]}
 
 
 class Clock:
@@ -44,7 +49,6 @@ def add_members(db: HubDB, members: list[dict[str, Any]], salt: str) -> dict[str
                             home_store=m.get("home_store"), preferences={},
                             consent=dict(CONSENT))
                for i, m in enumerate(members)]
-    from hub.settings import RelevanceSettings
     import_members(db, records, salt, RelevanceSettings())
     subjects = {m["loyalty"]: pseudonymous_id(m["loyalty"], salt) for m in members}
     with db.write() as conn:

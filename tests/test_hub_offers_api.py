@@ -10,11 +10,7 @@ import pytest
 
 from hub.devtools import EmbeddedHub
 from hub.segments import DAY_S
-from tests.hub_catalog_env import T0, Clock, add_members, read_feed, start_hub
-
-GOLD = {"all": [{"field": "total_spend", "op": ">=", "value": 500},
-                {"field": "tier", "op": "in", "value": ["gold"]},
-                {"field": "days_since_last_purchase", "op": "<=", "value": 30}]}
+from tests.hub_catalog_env import GOLD, T0, Clock, add_members, read_feed, start_hub
 
 
 def offer(**kw: Any) -> dict[str, Any]:
