@@ -372,7 +372,8 @@ class EdgeService:
             in_stock = [item for item in self.store.catalog() if item.stock > 0]
             by_zone: dict[str | None, list[CatalogItem]] = {None: in_stock}
             for item in in_stock:
-                by_zone.setdefault(item.zone, []).append(item)
+                if item.zone is not None:  # None is the whole list itself: no self-append
+                    by_zone.setdefault(item.zone, []).append(item)
             self._by_zone = by_zone
         return self._by_zone.get(zone) or self._by_zone[None]
 
