@@ -202,10 +202,13 @@ def _apply(db: HubDB, conn: Any, store: str, events: Sequence[Event],
         return
     mark_presence(db, conn, visits)
     subjects = sorted({s for s, _ in visits})
-    members = [
+    members = {
         r[0] for r in conn.execute(
             "SELECT subject FROM members WHERE subject IN (SELECT value FROM json_each(?))",
             (json.dumps(subjects),),
         )
-    ]
-    refresh_relevance(db, conn, members, cfg)
+    }
+    # New aggregates / history: every store carrying the member gets the change. A check-in
+    # alone only matters to the store it makes the member relevant to.
+    refresh_relevance(db, conn, members & set(spend), cfg)
+    refresh_relevance(db, conn, members - set(spend), cfg, data_changed=False)

@@ -94,13 +94,16 @@ def _by_subject(conn: sqlite3.Connection, sql: str, subjects: str) -> dict[str, 
 
 
 def refresh_relevance(
-    db: HubDB, conn: sqlite3.Connection, subjects: Iterable[str], cfg: RelevanceSettings
+    db: HubDB, conn: sqlite3.Connection, subjects: Iterable[str], cfg: RelevanceSettings,
+    *, data_changed: bool = True,
 ) -> None:
     """Recompute every store feed row of ``subjects`` inside the caller's write transaction.
 
-    Upsert rows always get a new sequence number (their data changed); delete rows only when
-    their state changes. One number per member: unique within each store's feed. Three
-    queries for the whole set (an ingestion batch touches hundreds of members).
+    Upsert rows get a new sequence number when the member's data changed (``data_changed``;
+    not for a mere visit or approach, which only matters to the stores it makes the member
+    relevant to); any row gets one when its state changes. One number per member: unique
+    within each store's feed. Three queries for the whole set (an ingestion batch touches
+    hundreds of members).
     """
     wanted = json.dumps(sorted(set(subjects)))
     now = db.clock()
@@ -128,7 +131,8 @@ def refresh_relevance(
                                    announced_at=announced, cfg=cfg)
             state = feed_state(until=until, now=now, member_exists=member is not None,
                                personalize=personalize, previous=before.get(store))
-            if state is None or (state[0] == "delete" and state == before.get(store)):
+            unchanged = state == before.get(store) and (state[0] == "delete" or not data_changed)
+            if state is None or unchanged:
                 continue
             rows.append((store, subject, max(until, -1.0), state[0], state[1]))
         if rows:
@@ -191,7 +195,7 @@ def announce(db: HubDB, store: str, subject: str, cfg: RelevanceSettings) -> str
         if conn.execute("SELECT 1 FROM members WHERE subject = ?", (subject,)).fetchone() is None:
             return "unknown_member"
         mark_presence(db, conn, {}, {(subject, store): db.clock()})
-        refresh_relevance(db, conn, [subject], cfg)
+        refresh_relevance(db, conn, [subject], cfg, data_changed=False)
     return "accepted"
 
 
