@@ -135,10 +135,11 @@ def _dwell(visit: _Visit, zone: str, start: float, seconds: float, all_zones: li
 
 
 def _app_visit(member: DemoMember, population: DemoPopulation, prefix: str, arrival: float,
-               all_zones: list[str], rng: random.Random) -> list[SimEvent]:
+               all_zones: list[str], rng: random.Random,
+               approach_s: tuple[float, float] = (60.0, 180.0)) -> list[SimEvent]:
     visit = _Visit(prefix, member.subject)
     visit.add(arrival, "geofence", transition="enter")
-    door = arrival + rng.uniform(60.0, 180.0)
+    door = arrival + rng.uniform(*approach_s)
     visit.add(door, "checkin", scopes=member.scopes)
     route = [z for z in member.departments if rng.random() < 0.8] or [member.departments[0]]
     t = _dwell(visit, "entrance", door + 2.0, rng.uniform(20.0, 60.0), all_zones, rng)
@@ -197,11 +198,14 @@ def plan_day(population: DemoPopulation, *, seed: int, day: int = 0,
     visitors = rng.sample(members, round(len(members) * MEMBER_VISIT_SHARE))
     arrivals = _arrivals(len(visitors), rng)
     if arrivals:
-        arrivals[0] = rng.uniform(20.0, 60.0)  # the first member arrives as the doors open
+        arrivals[0] = rng.uniform(0.0, 10.0)  # an early bird waits for the doors to open
     streams: list[list[SimEvent]] = []
     for k, (member, arrival) in enumerate(zip(visitors, arrivals, strict=True)):
         prefix = f"d{day}-m{k:04d}"
-        if k == 0 or rng.random() < member.app_share:  # the early bird uses the app
+        if k == 0:  # ... with the app, so the tablet shows someone within the first minute
+            streams.append(_app_visit(member, population, prefix, arrival, all_zones, rng,
+                                      approach_s=(30.0, 60.0)))
+        elif rng.random() < member.app_share:
             streams.append(_app_visit(member, population, prefix, arrival, all_zones, rng))
         else:
             streams.append(_card_visit(member, population, prefix, arrival, rng))
