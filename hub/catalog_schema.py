@@ -93,3 +93,12 @@ KPI_INDEX = Migration(
     "index of store events by time, for the hub page's KPIs",
     ("CREATE INDEX events_created ON events(created_at)",),
 )
+
+# The change sequence at a store's last offer reconcile: a profile-feed delete after it
+# (consent revoked, erased, no longer relevant) re-targets segment offers at the next poll
+# instead of after ``catalog.offers_refresh_s``.
+OFFER_REFRESH_SEQ = Migration(
+    12,
+    "offer refresh remembers the change sequence it ran at",
+    ("ALTER TABLE offer_refresh ADD COLUMN refreshed_seq INTEGER NOT NULL DEFAULT 0",),
+)

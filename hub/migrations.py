@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from hub.catalog_schema import CATALOG, KPI_INDEX
+from hub.catalog_schema import CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ
 from hub.model_schema import MODELS
 from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
 
@@ -165,7 +165,9 @@ _EVENTS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _MEMBERS, _EVENTS, CATALOG, KPI_INDEX, MODELS)
+MIGRATIONS: tuple[Migration, ...] = (
+    _CORE, _MEMBERS, _EVENTS, CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ, MODELS,
+)
 
 
 def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:

@@ -91,8 +91,10 @@ def reconcile(conn: sqlite3.Connection, now: float, *, stores: Collection[str] |
             "VALUES (?, ?, ?, ?, ?)",
             [(store, oid, live, subjects, first + i)
              for i, (store, oid, live, subjects) in enumerate(changes)])
-    conn.executemany("INSERT OR REPLACE INTO offer_refresh(store, refreshed_at) VALUES (?, ?)",
-                     [(store, now) for store in registered])
+    seq = HubDB.current_seq(conn)
+    conn.executemany(
+        "INSERT OR REPLACE INTO offer_refresh(store, refreshed_at, refreshed_seq) "
+        "VALUES (?, ?, ?)", [(store, now, seq) for store in registered])
     return len(changes)
 
 
@@ -177,12 +179,19 @@ class OfferStore:
     # ------------------------------------------------------------------ feed
 
     def _maybe_reconcile(self, store: str) -> None:
+        """Reconcile this store's targets when the last run is older than ``refresh_s``, or
+        when a member was erased or left its profile feed since (a subject must leave a
+        segment offer's list as soon as the store drops the profile, not a minute later)."""
         now = self.db.clock()
         with self.db.read() as conn:
-            row = conn.execute("SELECT refreshed_at FROM offer_refresh WHERE store = ?",
-                               (store,)).fetchone()
-        if row is not None and now - row[0] < self.refresh_s:
-            return
+            row = conn.execute(
+                "SELECT refreshed_at, refreshed_seq FROM offer_refresh WHERE store = ?",
+                (store,)).fetchone()
+            if row is not None and now - row[0] < self.refresh_s and conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM store_members WHERE store = ? AND seq > ? "
+                    "AND op = 'delete') OR EXISTS (SELECT 1 FROM erasures WHERE seq > ?)",
+                    (store, row[1], row[1])).fetchone()[0] == 0:
+                return
         with self.db.write() as conn:
             changed = reconcile(conn, now, stores=[store])
         if changed:

@@ -171,6 +171,16 @@ def test_segments_members_and_segment_offers(hub: EmbeddedHub, clock: Clock) -> 
             "feed_items"] == 1
         with hub.store("s2") as s2:
             assert ops(read_feed(s2, "s2", "offers")[0]) == [("delete", "o-gold")]
+        # an erased member leaves the subjects list at the store's very next poll
+        items, c1 = read_feed(s1, "s1", "offers", c1)
+        assert admin.delete(f"/v1/members/{subjects['L1']}").status_code == 200
+        items, c1 = read_feed(s1, "s1", "offers", c1)
+        assert [i["subjects"] for i in items] == [[subjects["L4"]]]
+        # so does one who revokes personalisation; nobody eligible left in s1 → delete
+        r = admin.put(f"/v1/members/{subjects['L4']}/consent",
+                      json={"consent": {"personalize": False}})
+        assert r.status_code == 200, r.text
+        assert ops(read_feed(s1, "s1", "offers", c1)[0]) == [("delete", "o-gold")]
         r = admin.delete("/v1/segments/gold-active")
         assert r.status_code == 409 and r.json()["detail"]["offers"] == ["o-gold"]
         admin.delete("/v1/offers/o-gold")
