@@ -161,6 +161,7 @@ class SyncClient:
         """Stop both threads; a call in flight ends within the HTTP timeout."""
         self._stop.set()
         self._wake.set()
+        self.pusher.wake.set()
         limit = self.link.timeout_s + 2.0 if timeout is None else timeout
         for thread in self._threads:
             thread.join(limit)
@@ -219,10 +220,15 @@ class SyncClient:
 
     def _contact(self, ok: bool) -> None:
         with self._lock:
+            came_back = ok and not self.connected
             self.connected = ok
             if ok:
                 self.last_contact_at = self._clock()
         self.metrics.hub_connected.set(1 if ok else 0)
+        if came_back:  # whichever thread saw the hub first: the other stops backing off
+            self._pull_link_state = JobState()
+            self._wake.set()
+            self.pusher.resume()
 
     # ------------------------------------------------------------------ announces
 
@@ -279,6 +285,15 @@ class SyncClient:
             if self._stop.is_set() or self._pull_link_state.next_at > self._clock():
                 return
             self._attempt(job, functools.partial(self._run_job, job, link, reader))
+
+    def pull_feed_to_end(self, feed: str) -> int:
+        """Read one feed page by page until the hub says there is no more (the pull
+        thread's work for one feed, synchronously; benchmarks and tools call it)."""
+        link, reader = self._io()
+        pages = 1
+        while self._pull_feed(feed, link, reader):
+            pages += 1
+        return pages
 
     def _announced(self, link: HubLink) -> bool:
         if self._send_announces(link):

@@ -57,12 +57,19 @@ class OutboxPusher:
         self._clock = clock
         self._draw = draw
         self.state = JobState()
+        self.wake = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             if not self.push_round():
                 wait = max(self._interval_s, self.state.next_at - self._clock())
-                stop.wait(wait)
+                self.wake.wait(wait)
+                self.wake.clear()
+
+    def resume(self) -> None:
+        """The hub answered the other thread: stop waiting out the backoff, drain now."""
+        self.state = JobState()
+        self.wake.set()
 
     def push_round(self) -> bool:
         """Send one batch of the outbox; True if the next should follow at once."""
