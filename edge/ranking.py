@@ -76,15 +76,16 @@ class Ranker:
         self._metrics.model_loaded.set(1)
         logger.info("model bundle %s loaded from %s", bundle.version, bundle_dir)
 
-    def swap(self, bundle: Bundle) -> Bundle | None:
+    def swap(self, bundle: Bundle | None) -> Bundle | None:
         """Serve ``bundle`` from the next ranking on; returns the bundle it replaces.
 
         One reference assignment: a ranking already running finishes with the bundle it
-        started with, so a visit is scored by one model entirely, never a mix.
+        started with, so a visit is scored by one model entirely, never a mix. None goes
+        back to store-popular lists (a rollback on an edge that had no model).
         """
         previous, self.bundle = self.bundle, bundle
-        self.degraded_reason = None
-        self._metrics.model_loaded.set(1)
+        self.degraded_reason = None if bundle is not None else "model rolled back"
+        self._metrics.model_loaded.set(int(bundle is not None))
         return previous
 
     def _ids(self, items: Sequence[CatalogItem]) -> list[str]:

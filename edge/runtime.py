@@ -19,6 +19,8 @@ from typing import Any
 from edge.dispatch import Dispatcher
 from edge.live import LiveHub
 from edge.metrics import EdgeMetrics
+from edge.model_state import startup_bundle_dir
+from edge.model_update import HttpModelApi, ModelUpdater
 from edge.mqtt import MqttBridge
 from edge.ranking import Ranker
 from edge.service import CheckinRefused, EdgeService
@@ -54,6 +56,7 @@ class EdgeRuntime:
     dispatcher: Dispatcher
     bridge: MqttBridge | None
     started_at: float
+    model_updater: ModelUpdater | None = None
     sync: SyncClient | None = None  # hub sync threads, when hub.hub_url is set
 
     @classmethod
@@ -79,8 +82,14 @@ class EdgeRuntime:
             leeway_s=settings.tokens.leeway_s,
             replay_guard=guard,
         )
+
+        def model_keys() -> dict[str, bytes]:
+            return load_public_keys(settings.models.public_keys_dir)
+
+        # the last good bundle the hub delivered, else the configured/shipped one
         ranker = Ranker(
-            metrics, settings.ranking.bundle_dir, threads=settings.ranking.intra_op_threads
+            metrics, startup_bundle_dir(settings, model_keys()) or settings.ranking.bundle_dir,
+            threads=settings.ranking.intra_op_threads,
         )
         topics = settings.topics()
         bridge: MqttBridge | None = None
@@ -141,7 +150,14 @@ class EdgeRuntime:
             "edge %s/%s up (model %s)", settings.chain, settings.store,
             ranker.model_version or "none: store-popular lists",
         )
-        runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now)
+        updater = None
+        if settings.hub.enabled and settings.hub.hub_url and settings.hub.store_key:
+            api = HttpModelApi(settings.hub.hub_url, settings.hub.store_key, settings.store,
+                               settings.hub.timeout_s)
+            updater = ModelUpdater(settings, ranker, api, model_keys)
+            updater.start()
+        runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now,
+                      model_updater=updater)
         if settings.hub.enabled:  # offline-first: serving never waits for the hub
             runtime.sync = start_sync(runtime, load_public_keys(settings.tokens.public_keys_dir))
         return runtime
@@ -151,6 +167,8 @@ class EdgeRuntime:
         # arrives meanwhile stays un-acked and is redelivered to the next start.
         if self.sync is not None:  # first: its erasures run on the worker
             self.sync.stop()
+        if self.model_updater is not None:
+            self.model_updater.stop()
         self.dispatcher.stop(drain=True)
         if self.bridge is not None:
             self.bridge.stop()
@@ -171,6 +189,7 @@ class EdgeRuntime:
             "outbox_pending": self.store.reader().outbox_count(),
             "active_visits": len(self.service.tracker.active()),
             "uptime_s": round(time.time() - self.started_at, 1),
+            "model_update": self.model_updater.status() if self.model_updater else None,
             **sync_status(self.sync),
         }
 
