@@ -100,3 +100,51 @@ class HubProcess(ServiceProcess, _Clients):
         argv = ["-m", "hub.cli"] + (["-v"] if log_level == "DEBUG" else [])
         super().__init__([*argv, "serve", "--config", str(self.config)],
                          f"http://127.0.0.1:{settings_.http.port}", workdir / "hub.log")
+
+
+# ---------------------------------------------------------------------- synthetic load
+
+
+def synthetic_members_csv(n: int, home_store: str, first: int = 100_000) -> str:
+    """A CRM export of ``n`` members (loyalty numbers ``first``..), all consents granted."""
+    rows = ["loyalty_number,first_name,tier,home_store,sizes,brands,"
+            "consent_personalize,consent_staff_display,consent_app_offers"]
+    rows += [f"{first + i},M{i},silver,{home_store},dairy=large,Sunvale,yes,yes,yes"
+             for i in range(n)]
+    return "\n".join(rows) + "\n"
+
+
+def synthetic_event_batches(
+    subjects: list[str], n_events: int, batch: int = 1000, seed: int = 1,
+    now: float | None = None, lines: int = 5,
+) -> list[str]:
+    """JSON bodies for ``POST /events`` as an edge's outbox sends them: 40 % member baskets
+    of ``lines`` lines, 10 % anonymous baskets, 50 % recommendation (impression) events;
+    random uuid event ids as the edge makes them."""
+    import json
+    import random
+    import time
+    import uuid
+
+    rng = random.Random(seed)
+    ts = time.time() if now is None else now
+    bodies = []
+    for start in range(0, n_events, batch):
+        events = []
+        for _ in range(min(batch, n_events - start)):
+            event_id, draw, subj = uuid.uuid4().hex, rng.random(), rng.choice(subjects)
+            if draw < 0.5:
+                member = draw < 0.4
+                payload = {"v": 1, "event_id": event_id, "ts": ts, "basket_id": f"b{event_id}",
+                           "subject": subj if member else None,
+                           "lines": [{"product_id": f"p{rng.randint(1, 999)}", "quantity": 1,
+                                      "unit_price": 2.5} for _ in range(lines)]}
+                events.append({"event_id": event_id, "kind": "pos_basket",
+                               "subject": subj if member else None, "payload": payload,
+                               "created_at": ts})
+            else:
+                events.append({"event_id": event_id, "kind": "recommendation", "subject": subj,
+                               "created_at": ts, "payload": {"visit_id": "v1", "items": [
+                                   {"product_id": "p1", "rank": 1, "score": 0.5}]}})
+        bodies.append(json.dumps({"events": events}))
+    return bodies
