@@ -115,7 +115,8 @@ async def put_segment(segment_id: str, request: Request, context: Ctx,
         raise refused(exc) from exc
     name, segment = _segment_body(await json_body(request, context))
     changed = await asyncio.to_thread(SegmentStore(context.db).put, segment_id, name, segment)
-    feed_items = await asyncio.to_thread(offer_store(context).refresh_all) if changed else 0
+    feed_items = await asyncio.to_thread(offer_store(context).retarget_segment,
+                                         segment_id) if changed else 0
     return {"segment_id": segment_id, "name": name, "rule": segment.rule, "changed": changed,
             "feed_items": feed_items}
 

@@ -52,17 +52,19 @@ def offer_status(spec: OfferSpec, withdrawn_at: float | None, now: float) -> str
 
 
 def reconcile(conn: sqlite3.Connection, now: float, *, stores: Collection[str] | None = None,
-              rewrite: Collection[str] = ()) -> int:
-    """Bring ``offer_targets`` of ``stores`` (default: all) in line with the offers, inside
-    the caller's write transaction; ``rewrite``: offers whose content changed (their live
-    rows get a new seq even if the targets did not move). Returns the rows changed."""
+              offer_ids: Collection[str] | None = None, rewrite: Collection[str] = ()) -> int:
+    """Bring ``offer_targets`` of ``stores`` and ``offer_ids`` (default: all) in line with
+    the offers, inside the caller's write transaction; ``rewrite``: offers whose content
+    changed (their live rows get a new seq even if the targets did not move). Only a run
+    over every offer counts as the stores' refresh. Returns the rows changed."""
     registered = [r[0] for r in conn.execute("SELECT store_id FROM stores ORDER BY store_id")]
     if stores is not None:
         wanted = set(stores)
         registered = [s for s in registered if s in wanted]
+    only = None if offer_ids is None else set(offer_ids)
     offers = [_spec(r) for r in conn.execute(
         f"SELECT {_OFFER_COLUMNS} FROM offers WHERE withdrawn_at IS NULL AND valid_to > ?",
-        (now,))]
+        (now,)) if only is None or r[0] in only]
     eligible: dict[str, dict[str, set[str]]] = {}
     for segment_id in sorted({o.segment for o in offers if o.segment}):
         segment = load_segment(conn, segment_id)
@@ -76,7 +78,8 @@ def reconcile(conn: sqlite3.Connection, now: float, *, stores: Collection[str] |
                 None if eligible_here is None else json.dumps(eligible_here)
     current = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(
         "SELECT store, offer_id, live, subjects FROM offer_targets "
-        "WHERE store IN (SELECT value FROM json_each(?))", (json.dumps(registered),))}
+        "WHERE store IN (SELECT value FROM json_each(?))", (json.dumps(registered),))
+        if only is None or r[1] in only}
     changes: list[tuple[str, str, int, str | None]] = []
     for key, subjects in desired.items():
         if current.get(key) != (1, subjects) or key[1] in rewrite:
@@ -91,6 +94,8 @@ def reconcile(conn: sqlite3.Connection, now: float, *, stores: Collection[str] |
             "VALUES (?, ?, ?, ?, ?)",
             [(store, oid, live, subjects, first + i)
              for i, (store, oid, live, subjects) in enumerate(changes)])
+    if only is not None:
+        return len(changes)
     seq = HubDB.current_seq(conn)
     conn.executemany(
         "INSERT OR REPLACE INTO offer_refresh(store, refreshed_at, refreshed_seq) "
@@ -130,7 +135,8 @@ class OfferStore:
                     "title = excluded.title, withdrawn_at = NULL, "
                     "updated_at = excluded.updated_at",
                     (spec.offer_id, *row, now, now))
-            changed = reconcile(conn, now, rewrite=() if same else (spec.offer_id,))
+            changed = reconcile(conn, now, offer_ids=[spec.offer_id],
+                                rewrite=() if same else (spec.offer_id,))
         return {"offer_id": spec.offer_id, "created": before is None,
                 "changed": not same, "feed_items": changed}
 
@@ -143,13 +149,15 @@ class OfferStore:
                 return None
             conn.execute("UPDATE offers SET withdrawn_at = ?, updated_at = ? "
                          "WHERE offer_id = ? AND withdrawn_at IS NULL", (now, now, offer_id))
-            changed = reconcile(conn, now)
+            changed = reconcile(conn, now, offer_ids=[offer_id])
         return {"offer_id": offer_id, "withdrawn": True, "feed_items": changed}
 
-    def refresh_all(self) -> int:
-        """Reconcile every store (after a segment changed)."""
+    def retarget_segment(self, segment_id: str) -> int:
+        """Reconcile the offers of one segment in every store (after its rule changed)."""
         with self.db.write() as conn:
-            return reconcile(conn, self.db.clock())
+            ids = [r[0] for r in conn.execute("SELECT offer_id FROM offers WHERE segment = ?",
+                                              (segment_id,))]
+            return reconcile(conn, self.db.clock(), offer_ids=ids) if ids else 0
 
     def list(self, offer_id: str | None = None) -> list[dict[str, Any]]:
         now = self.db.clock()
