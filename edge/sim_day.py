@@ -33,9 +33,12 @@ from edge.topics import KIND_QOS, Topics
 HOUR = 3600.0
 OPEN_HOURS = 12  # 09:00–21:00
 # Relative arrivals per opening hour: a quiet start, lunch and after-work peaks.
-HOURLY_TRAFFIC = (1.0, 1.2, 1.4, 1.8, 1.6, 1.1, 1.1, 1.3, 1.8, 1.7, 1.2, 0.8)
-MEMBER_VISIT_SHARE = 0.5  # share of members who come in on a given day
+HOURLY_TRAFFIC = (1.3, 1.4, 1.5, 1.8, 1.6, 1.2, 1.2, 1.4, 1.8, 1.7, 1.2, 0.8)
+EARLY_BIRDS = 6
+MEMBER_VISIT_SHARE = 0.6  # share of members who come in on a given day
 ANONYMOUS_PER_MEMBER_VISIT = 2.0
+# Browsing, trying on, comparing: 4-15 minutes per department, 20-45 minutes a visit.
+ZONE_DWELL_S = (240.0, 900.0)
 CARD_ONLY_VISIT_S = (600.0, 2400.0)
 IN_ZONE_RSSI, RSSI_NOISE = -62.0, 5.0
 WEAK_RSSI = (-90, -82)  # below the edge's exit threshold (-80)
@@ -142,7 +145,7 @@ def _app_visit(member: DemoMember, population: DemoPopulation, prefix: str, arri
     door = arrival + rng.uniform(*approach_s)
     visit.add(door, "checkin", scopes=member.scopes)
     route = [z for z in member.departments if rng.random() < 0.8] or [member.departments[0]]
-    t = _dwell(visit, "entrance", door + 2.0, rng.uniform(20.0, 60.0), all_zones, rng)
+    t = _dwell(visit, "entrance", door + 2.0, rng.uniform(30.0, 90.0), all_zones, rng)
     reaction: str | None = None
     if "app_offers" in member.scopes:
         reaction = rng.choices(("accepted", "dismissed", None), (45, 35, 20))[0]
@@ -151,8 +154,8 @@ def _app_visit(member: DemoMember, population: DemoPopulation, prefix: str, arri
         visit.add(door + rng.uniform(60.0, 240.0), "feedback", product_id=placeholder,
                   visit_id=None, action=reaction, channel="app")
     for zone in route:
-        t = _dwell(visit, zone, t, rng.uniform(120.0, 600.0), all_zones, rng)
-    t = _dwell(visit, "checkout", t, rng.uniform(60.0, 180.0), all_zones, rng)
+        t = _dwell(visit, zone, t, rng.uniform(*ZONE_DWELL_S), all_zones, rng)
+    t = _dwell(visit, "checkout", t, rng.uniform(120.0, 300.0), all_zones, rng)
     if reaction == "accepted" and rng.random() < 0.5:
         visit.add(t - 2.0, "feedback", product_id=placeholder, visit_id=None,
                   action="redeemed", channel="app")
@@ -197,12 +200,14 @@ def plan_day(population: DemoPopulation, *, seed: int, day: int = 0,
     members = list(population.members)
     visitors = rng.sample(members, round(len(members) * MEMBER_VISIT_SHARE))
     arrivals = _arrivals(len(visitors), rng)
-    if arrivals:
-        arrivals[0] = rng.uniform(0.0, 10.0)  # an early bird waits for the doors to open
+    # A few regulars wait for the doors to open, with the app: the tablet shows customers
+    # from the first store minutes on, not only once the late-morning traffic builds up.
+    early = min(EARLY_BIRDS, len(arrivals))
+    arrivals[:early] = sorted(rng.uniform(0.0, 10.0 + 200.0 * k) for k in range(early))
     streams: list[list[SimEvent]] = []
     for k, (member, arrival) in enumerate(zip(visitors, arrivals, strict=True)):
         prefix = f"d{day}-m{k:04d}"
-        if k == 0:  # ... with the app, so the tablet shows someone within the first minute
+        if k < early:
             streams.append(_app_visit(member, population, prefix, arrival, all_zones, rng,
                                       approach_s=(30.0, 60.0)))
         elif rng.random() < member.app_share:
