@@ -49,6 +49,7 @@ from models.signing import BundleRefused, check_version, unpack_archive, verify
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.1  # how often a bundle on probation is looked at (no network involved)
+MAX_GIVEN_UP = 50  # versions remembered as refused / rolled back (not tried again)
 
 
 class HubUnavailable(Exception):
@@ -326,7 +327,8 @@ class ModelUpdater:
     def _give_up(self, version: str, sha: str, outcome: str, reason: str, detail: str,
                  p50: float | None) -> None:
         logger.warning("model %s %s: %s %s", version, outcome, reason, detail)
-        self.state.given_up = {**self.state.given_up, version: sha}
+        given_up = {**self.state.given_up, version: sha}
+        self.state.given_up = dict(list(given_up.items())[-MAX_GIVEN_UP:])  # newest kept
         self.state.record(_report(version, outcome, reason, detail, p50))
         self.state.save(self.dir)
         if version not in (self.state.active, self.state.previous):
