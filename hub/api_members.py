@@ -77,7 +77,8 @@ def put_consent(subject: str, body: ConsentChange, context: Ctx,
     ``delete / consent_revoked`` item in every store feed that carried it."""
     _app_or_admin(caller)
     channel = "hub_admin" if caller.role == "admin" else body.channel
-    consent = set_consent(context.db, _subject(subject), dict(body.consent), channel,
+    wanted = {str(purpose): granted for purpose, granted in body.consent.items()}
+    consent = set_consent(context.db, _subject(subject), wanted, channel,
                           context.settings.relevance)
     if consent is None:
         raise bad_request(404, "unknown_member")

@@ -46,14 +46,16 @@ def prepare_hub(settings: HubSettings, stores: tuple[str, ...] = ()) -> dict[str
 
 
 class _Clients:
-    url: str
+    """Clients with the right bearer token; the class using it provides ``url``."""
+
     admin_token: str
     app_token: str
     store_keys: dict[str, str]
 
     def client(self, token: str | None = None, timeout: float = 10.0) -> httpx.Client:
+        url: str = self.url  # type: ignore[attr-defined]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        return httpx.Client(base_url=url, headers=headers, timeout=timeout)
 
     def admin(self) -> httpx.Client:
         return self.client(self.admin_token)

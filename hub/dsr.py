@@ -59,6 +59,8 @@ def export_member(db: HubDB, subject: str) -> dict[str, Any] | None:
         if not (members or erasure or purchases or events):
             return None
         profile = members[0] if members else None
+        aggregates = _rows(conn, "SELECT baskets, total_spend, last_purchase_ts FROM aggregates "
+                           "WHERE subject = ?", (subject,))
         if profile is not None:
             profile["preferences"] = json.loads(profile["preferences"])
             profile["consent"] = json.loads(profile["consent"])
@@ -68,8 +70,7 @@ def export_member(db: HubDB, subject: str) -> dict[str, Any] | None:
             "subject": subject,
             "profile": profile,
             "consent_history": consent_history(conn, subject),
-            "aggregates": (_rows(conn, "SELECT baskets, total_spend, last_purchase_ts FROM "
-                                 "aggregates WHERE subject = ?", (subject,)) or [None])[0],
+            "aggregates": aggregates[0] if aggregates else None,
             "purchases": purchases,
             "visits": _rows(conn, "SELECT store, last_visit_ts, announced_at FROM presence "
                             "WHERE subject = ? ORDER BY store", (subject,)),

@@ -131,8 +131,9 @@ def refresh_relevance(
                                    announced_at=announced, cfg=cfg)
             state = feed_state(until=until, now=now, member_exists=member is not None,
                                personalize=personalize, previous=before.get(store))
-            unchanged = state == before.get(store) and (state[0] == "delete" or not data_changed)
-            if state is None or unchanged:
+            if state is None:
+                continue
+            if (state[0] == "delete" or not data_changed) and state == before.get(store):
                 continue
             rows.append((store, subject, max(until, -1.0), state[0], state[1]))
         if rows:

@@ -9,9 +9,7 @@ not keep the profile, so the store is told ``delete / consent_revoked`` instead.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from hub.settings import RelevanceSettings
+from typing import Literal, Protocol
 
 FOREVER = 1e18  # relevant_until of a home store
 DAY = 86_400.0
@@ -20,12 +18,22 @@ HOUR = 3_600.0
 Op = Literal["upsert", "delete"]
 
 
+class Windows(Protocol):
+    """The relevance windows (``hub.settings.RelevanceSettings``)."""
+
+    @property
+    def visit_window_days(self) -> float: ...
+
+    @property
+    def announce_window_h(self) -> float: ...
+
+
 def relevant_until(
     *,
     home: bool,
     last_visit_ts: float | None,
     announced_at: float | None,
-    cfg: RelevanceSettings,
+    cfg: Windows,
 ) -> float:
     """Until when the member stays in that store's feed (``-inf`` if not at all)."""
     until = FOREVER if home else float("-inf")

@@ -58,7 +58,7 @@ def test_event_ingestion_is_idempotent_and_per_store(hub: EmbeddedHub) -> None:
     first = push(hub, "s2", events)
     assert first == {"accepted": [e["event_id"] for e in events], "duplicates": [],
                      "refused": []}
-    second = push(hub, "s2", events + [events[0]])
+    second = push(hub, "s2", [*events, events[0]])
     assert second["accepted"] == [] and len(second["duplicates"]) == 4
     export = hub.admin().get(f"/v1/members/{subject(1)}/export").json()
     assert export["aggregates"]["baskets"] == 1  # not doubled by the re-send
@@ -218,3 +218,14 @@ def test_heartbeat_is_stored_for_the_hub_page(hub: EmbeddedHub) -> None:
     assert statuses["s1"]["last_sync_at"] == hub.context.clock.now
     assert statuses["s1"]["lag_changes"] == 1 and statuses["s1"]["state"] == "online"
     assert statuses["s2"]["last_sync_at"] is None  # never sent one
+
+
+def test_a_checkin_brings_the_member_to_that_store_only(hub: EmbeddedHub) -> None:
+    hub.admin().post("/v1/members/import", content=csv_text(member_row(1, home="s1")))
+    _, c1, _ = drain(hub, "s1")
+    _, c3, _ = drain(hub, "s3")
+    checkin = {"event_id": "c1", "kind": "checkin", "subject": subject(1),
+               "created_at": hub.context.clock.now, "payload": {"visit_id": "v1"}}
+    assert push(hub, "s3", [checkin])["accepted"] == ["c1"]
+    assert ops(drain(hub, "s3", c3)[0]) == [("upsert", subject(1), None)]
+    assert drain(hub, "s1", c1)[0] == []  # nothing about the member changed for s1
