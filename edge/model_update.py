@@ -171,7 +171,7 @@ class ModelUpdater:
         self.phase = "idle"
         self.watch: BundleWatch | None = None
         self._watch_meta: dict[str, Any] = {}
-        self._reported: tuple[str, str] | None = None
+        self._reported: tuple[str, str | None] | None = None
         self.timings: dict[str, float] = {}
         self._next_poll = 0.0
         self._failures = 0

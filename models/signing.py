@@ -46,7 +46,7 @@ class BundleRefused(Exception):
         self.detail = detail
 
 
-def check_version(version: str) -> str:
+def check_version(version: object) -> str:
     if not isinstance(version, str) or not _VERSION.match(version):
         raise ValueError(f"invalid model version {version!r} (letters, digits, '.', '_', '-')")
     return version
