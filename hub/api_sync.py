@@ -6,11 +6,13 @@ are plain ``def``: FastAPI runs them in its thread pool, where the SQLite calls 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.api_catalog import json_body
 from hub.auth import StoreKey
 from hub.context import Ctx, bad_request
 from hub.dsr import ack_erasure
@@ -25,12 +27,6 @@ router = APIRouter(prefix="/v1/stores/{store}", tags=["sync"])
 
 Cursor = Annotated[str | None, Query(max_length=40)]
 Limit = Annotated[int | None, Query()]
-
-
-class EventBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    events: list[Any]
 
 
 class Announce(BaseModel):
@@ -53,12 +49,22 @@ class Heartbeat(BaseModel):
 
 
 @router.post("/events")
-def push_events(store: str, batch: EventBatch, context: Ctx, _: StoreKey) -> dict[str, Any]:
-    """A batch of outbox events (≤ sync.max_events_per_batch), idempotent by event_id."""
+async def push_events(store: str, request: Request, context: Ctx,
+                      _: StoreKey) -> dict[str, Any]:
+    """A batch of outbox events (≤ sync.max_events_per_batch), idempotent by event_id.
+    Body checked by hand (size first, then shape): each event is validated on its own so
+    one bad event is refused alone instead of failing the batch."""
+    body = await json_body(request, context)
+    if not isinstance(body, dict) or set(body) != {"events"} or not isinstance(
+        body["events"], list
+    ):
+        raise bad_request(422, "bad_batch", detail='expected {"events": [...]}')
     limit = context.settings.sync.max_events_per_batch
-    if len(batch.events) > limit:
+    if len(body["events"]) > limit:
         raise bad_request(413, "batch_too_large", max=limit)
-    return ingest(context.db, store, batch.events, context.settings.relevance).as_dict()
+    result = await asyncio.to_thread(ingest, context.db, store, body["events"],
+                                     context.settings.relevance)
+    return result.as_dict()
 
 
 @router.get("/feed/profiles")

@@ -89,7 +89,10 @@ def test_bad_events_are_refused_one_by_one_and_big_batches_rejected(hub: Embedde
     r = hub.store("s1").post("/v1/stores/s1/events",
                              json={"events": [basket(None, ts) for _ in range(1001)]})
     assert (r.status_code, r.json()["detail"]["reason"]) == (413, "batch_too_large")
-    assert hub.store("s1").post("/v1/stores/s1/events", json={"evts": []}).status_code == 422
+    r = hub.store("s1").post("/v1/stores/s1/events", json={"evts": []})
+    assert (r.status_code, r.json()["detail"]["reason"]) == (422, "bad_batch")
+    r = hub.store("s1").post("/v1/stores/s1/events", content=b"{not json")
+    assert (r.status_code, r.json()["detail"]["reason"]) == (400, "bad_json")
 
 
 def test_profile_feed_relevance_and_cross_store_freshness(hub: EmbeddedHub) -> None:
