@@ -127,7 +127,7 @@ def revoke_device(db_path: Path, device: str, *, now: float | None = None) -> li
             "UPDATE devices SET revoked_at = ? WHERE device_id = ?",
             [(stamp, row[0]) for row in rows],
         )
-    revoked = [Device(*row[:4], stamp) for row in rows]
+    revoked = [Device(row[0], row[1], row[2], row[3], stamp) for row in rows]
     for d in revoked:
         logger.info("revoked tablet %s (%s)", d.device_id, d.label)
     return revoked

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
-from numpy.typing import NDArray
+from cv2.typing import MatLike
 
-Image = NDArray[np.uint8]
+Image = MatLike  # what OpenCV takes and returns (a numpy array at run time)
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

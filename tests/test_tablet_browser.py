@@ -12,14 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from edge.broker import PrivateBroker
 from edge.devices import list_devices, revoke_device
 from edge.devtools import EdgeProcess, EmbeddedEdge, MqttProbe, wait_until
 from tests.edge_env import EdgeEnv, make_env
+from tests.qr_images import no_qr_frame, qr_frame
 
 CHROMIUM = Path("/usr/bin/chromium")
 TABLET = {"width": 1280, "height": 800}
@@ -29,11 +31,17 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
+def pw() -> Iterator[Playwright]:
+    """One Playwright driver per module (a second one cannot run beside it)."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(pw: Playwright) -> Iterator[Browser]:
+    launched = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+    yield launched
+    launched.close()
 
 
 @pytest.fixture()
@@ -216,3 +224,54 @@ def test_an_unpaired_or_revoked_tablet_is_refused(edge, env, page) -> None:
     revoke_device(env.settings.db_path, list_devices(env.settings.db_path)[0].device_id)
     # the live feed is cut, the page notices, reloads and lands on the pairing page
     expect(page.locator("h1")).to_have_text("Pair this tablet", timeout=10_000)
+
+
+def write_y4m(path: Path, frame_bgr: Any) -> Path:
+    """A one-frame Y4M video (Chromium's fake camera loops it)."""
+    height, width = frame_bgr.shape[:2]
+    i420 = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420)
+    header = f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode()
+    path.write_bytes(header + b"FRAME\n" + i420.tobytes())
+    return path
+
+
+def test_qr_check_in_from_the_tablet_camera(edge, env, tmp_path, pw) -> None:
+    """The camera path end to end: getUserMedia (Chromium's fake camera showing the app's
+    QR code), a frame every 0.7 s to /v1/checkin/qr, the card on the page."""
+    subject = env.seed.subjects[8]
+    video = write_y4m(tmp_path / "qr.y4m", qr_frame(env.token(subject)))
+    camera_browser = pw.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True,
+        args=["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+              f"--use-file-for-fake-video-capture={video}"],
+    )
+    try:
+        context = camera_browser.new_context(viewport=TABLET)
+        context.grant_permissions(["camera"], origin=edge.url)
+        page = context.new_page()
+        open_paired(page, edge.url, env)
+        page.click("#scan-open")
+        expect(page.locator("#toast")).to_contain_text("Checked in", timeout=10_000)
+        expect(page.locator("#scan")).not_to_have_attribute("open", "", timeout=2_000)
+        expect(card(page, subject)).to_be_visible()
+        context.close()
+    finally:
+        camera_browser.close()
+
+
+def test_qr_check_in_from_a_photo_when_there_is_no_camera(edge, env, tmp_path, page) -> None:
+    subject, rotated = env.seed.subjects[9], tmp_path / "code.png"
+    cv2.imwrite(str(rotated), qr_frame(env.token(subject), angle=90))
+    open_paired(page, edge.url, env)
+    page.click("#scan-open")
+    expect(page.locator("#scan-status")).to_contain_text("photo")  # no camera here
+    page.set_input_files("#scan-file", str(rotated))
+    expect(page.locator("#toast")).to_contain_text("Checked in", timeout=5_000)
+    expect(card(page, subject)).to_be_visible()
+    # a photo without a code says so, and the dialog stays open for another try
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), no_qr_frame())
+    page.click("#scan-open")
+    page.set_input_files("#scan-file", str(blank))
+    expect(page.locator("#scan-status")).to_contain_text("No QR code found", timeout=5_000)
+    expect(page.locator("#scan")).to_have_attribute("open", "")

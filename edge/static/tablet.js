@@ -340,7 +340,9 @@
       return true;
     }
     const quiet = fromCamera && result.reason === "no_qr_code";
-    status.textContent = SCAN_MESSAGES[result.reason] || `Refused: ${result.reason}`;
+    status.textContent = !fromCamera && result.reason === "no_qr_code"
+      ? "No QR code found in that photo: try again, closer and steadier."
+      : SCAN_MESSAGES[result.reason] || `Refused: ${result.reason}`;
     status.classList.toggle("bad", !quiet);
     return false;
   }
