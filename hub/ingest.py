@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,22 @@ def ingest(
     return result
 
 
+def _with_categories(conn: Any, lines: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Fill a line's category from the hub catalog when the till did not send one (the
+    feed's history carries it to every store, also those that do not sell the product)."""
+    missing = sorted({line[5] for line in lines if line[8] is None})
+    if not missing:
+        return lines
+    try:
+        known = dict(conn.execute(
+            "SELECT product_id, category FROM products "
+            "WHERE product_id IN (SELECT value FROM json_each(?))", (json.dumps(missing),)
+        ).fetchall())
+    except sqlite3.OperationalError:  # a hub without the catalog part
+        return lines
+    return [(*line[:8], known.get(line[5])) if line[8] is None else line for line in lines]
+
+
 def _apply(db: HubDB, conn: Any, store: str, events: Sequence[Event],
            baskets: Mapping[str, tuple[str, float, list[Any]]], cfg: RelevanceSettings) -> None:
     """Purchases, member aggregates, visits and feed relevance of the accepted events."""
@@ -187,7 +204,7 @@ def _apply(db: HubDB, conn: Any, store: str, events: Sequence[Event],
             visits[key] = max(visits.get(key, ts), ts)
     conn.executemany(
         "INSERT INTO purchases(subject, store, event_id, basket_id, ts, product_id, quantity, "
-        "unit_price, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", lines,
+        "unit_price, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _with_categories(conn, lines),
     )
     now = db.clock()
     conn.executemany(

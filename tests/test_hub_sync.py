@@ -232,3 +232,15 @@ def test_a_checkin_brings_the_member_to_that_store_only(hub: EmbeddedHub) -> Non
     assert push(hub, "s3", [checkin])["accepted"] == ["c1"]
     assert ops(drain(hub, "s3", c3)[0]) == [("upsert", subject(1), None)]
     assert drain(hub, "s1", c1)[0] == []  # nothing about the member changed for s1
+
+
+def test_basket_lines_get_their_category_from_the_hub_catalog(hub: EmbeddedHub) -> None:
+    from hub.catalog_rows import Product
+    from hub.catalog_store import CatalogStore
+
+    CatalogStore(hub.context.db).upsert_products([Product("p0", "Milk", "dairy", 1.0, None)])
+    hub.admin().post("/v1/members/import", content=csv_text(member_row(1, home="s1")))
+    push(hub, "s2", [basket(subject(1), hub.context.clock.now, lines=2)])
+    history = drain(hub, "s1")[0][0]["history"]
+    assert {(h["product_id"], h["category"]) for h in history} == {("p0", "dairy"),
+                                                                   ("p1", None)}
