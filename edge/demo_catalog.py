@@ -39,6 +39,9 @@ LINES: Final[tuple[ProductLine, ...]] = (
     ProductLine("accessories", "entrance",
                 ("Wool beanie", "Cashmere-blend scarf", "Touchscreen gloves", "Compact umbrella"),
                 ("grey", "navy", "mustard"), (15, 69), ("Northlane", "Fjordwear"), 0.1),
+    ProductLine("gifts", "entrance",
+                ("Candle & diffuser gift box", "Travel-size skincare set", "Chocolate gift tin",
+                 "Linen napkins, set of 4"), (), (12, 39), ("Casa Verde", "Botanica"), 0.2),
     ProductLine("womens-knitwear", "womenswear",
                 ("Merino crew-neck sweater", "Cashmere-blend cardigan", "Cable-knit jumper",
                  "Ribbed roll-neck"), _COLOURS, (39, 129), ("Atelier Rue", "Northlane"), 0.1,
@@ -116,6 +119,9 @@ LINES: Final[tuple[ProductLine, ...]] = (
     ProductLine("impulse", "checkout",
                 ("Reusable tote bag", "Lip balm SPF 15", "Mint pastilles", "Gift card 25 €",
                  "Hand cream 30 ml"), (), (1.5, 25), ("Storeside", "Botanica"), 0.4),
+    ProductLine("snacks", "checkout",
+                ("Salted caramel fudge 150 g", "Sparkling water 500 ml", "Roasted almonds 100 g"),
+                (), (1.5, 5), ("Greenfield", "Tastio"), 0.7),
 )
 
 NOTES: Final = ("", "", "", "prefers natural fibres", "often buys gifts", "likes new arrivals",
