@@ -35,6 +35,22 @@ def bundles_dir(settings: EdgeSettings) -> Path:
     return settings.models.bundles_dir or settings.db_path.parent / "bundles"
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Atomically (temp file + rename): a crash leaves the old file or the new one."""
+    _atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def kept_assignment(directory: Path) -> dict[str, Any]:
+    """The assignment a kept bundle was delivered with (``BundleRefused`` if unreadable)."""
+    try:
+        data = json.loads((directory / ASSIGNMENT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleRefused("missing", f"{directory}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleRefused("missing", f"{directory}: assignment is not an object")
+    return data
+
+
 @dataclass
 class ModelState:
     """The persisted part; every change is saved before it is acted on."""
@@ -60,8 +76,7 @@ class ModelState:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / STATE_FILE,
-                      (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode())
+        write_json(directory / STATE_FILE, asdict(self))
 
     def record(self, report: dict[str, Any]) -> None:
         """Remember an outcome for /v1/status and queue it for the hub."""
@@ -71,10 +86,10 @@ class ModelState:
 
 def verify_on_disk(directory: Path, trusted: dict[str, bytes]) -> None:
     """The unpacked files are exactly what the kept signed archive holds."""
+    assignment = kept_assignment(directory)
     try:
-        assignment = json.loads((directory / ASSIGNMENT_FILE).read_text(encoding="utf-8"))
         data = (directory / ARCHIVE_FILE).read_bytes()
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise BundleRefused("missing", f"{directory}: {exc}") from exc
     verify(data, version=assignment.get("version", ""), sha256=assignment.get("sha256", ""),
            signature=assignment.get("signature"), key_id=assignment.get("key_id"),

@@ -17,17 +17,17 @@ here (too slow, errors while ranking); ``active`` = serving.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -37,12 +37,15 @@ from edge.model_state import (
     BundleWatch,
     ModelState,
     bundles_dir,
+    kept_assignment,
     verify_on_disk,
+    write_json,
 )
 from edge.ranking import Ranker
 from edge.settings import EdgeSettings
+from edge.sync_http import HubLink, HubRefused, HubUnavailable
 from edge.sync_plan import Backoff
-from models.bundle import BundleError, _atomic_write, load_bundle
+from models.bundle import BundleError, load_bundle
 from models.golden import golden_check
 from models.signing import BundleRefused, check_version, unpack_archive, verify
 
@@ -52,10 +55,6 @@ TICK_S = 0.1  # how often a bundle on probation is looked at (no network involve
 MAX_GIVEN_UP = 50  # versions remembered as refused / rolled back (not tried again)
 
 
-class HubUnavailable(Exception):
-    """The hub did not answer usefully this time; try again after a backoff."""
-
-
 class HubModelApi(Protocol):
     def assignment(self) -> dict[str, Any] | None: ...
     def download(self, url: str, max_bytes: int) -> bytes: ...
@@ -63,43 +62,30 @@ class HubModelApi(Protocol):
     def close(self) -> None: ...
 
 
-class HttpModelApi:
-    """The three model endpoints of the hub contract, with the store key."""
+class ModelLink(HubLink):
+    """The model endpoints of the contract on the sync's hub link: same store key, same
+    failure kinds (``HubUnavailable`` backs off, ``HubRefused`` is the hub saying no)."""
 
-    def __init__(self, hub_url: str, store_key: str, store: str, timeout_s: float) -> None:
-        self._base = hub_url.rstrip("/") + "/"
-        self._store = store
-        self._client = httpx.Client(
-            headers={"Authorization": f"Bearer {store_key}"}, timeout=timeout_s,
-            follow_redirects=False,
-        )
+    def __init__(self, hub_url: str, *, store: str, store_key: str, timeout_s: float) -> None:
+        super().__init__(hub_url, store=store, store_key=store_key, timeout_s=timeout_s)
+        self._origin = urlsplit(hub_url)[:2]
 
-    def _url(self, path: str) -> str:
-        url = urljoin(self._base, path.lstrip("/") if not urlsplit(path).scheme else path)
-        if urlsplit(url)[:2] != urlsplit(self._base)[:2]:  # the key goes to the hub only
-            raise BundleRefused("bad_assignment", f"bundle url {path!r} is not on the hub")
-        return url
+    def bundle_path(self, url: str) -> str:
+        """The assignment's URL as a path on the hub: the store key goes nowhere else."""
+        parts = urlsplit(url)
+        if (parts.scheme or parts.netloc) and parts[:2] != self._origin:
+            raise BundleRefused("bad_assignment", f"bundle url {url!r} is not on the hub")
+        return parts.path + (f"?{parts.query}" if parts.query else "")
 
     def assignment(self) -> dict[str, Any] | None:
-        try:
-            response = self._client.get(self._url(f"v1/stores/{self._store}/model"))
-        except httpx.HTTPError as exc:
-            raise HubUnavailable(str(exc)) from exc
-        if response.status_code == 204:
-            return None
-        if response.status_code != 200:
-            raise HubUnavailable(f"assignment: HTTP {response.status_code}")
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise HubUnavailable("assignment is not JSON") from exc
-        return parse_assignment(body)
+        body = self._json("GET", f"{self._prefix}/model")
+        return None if body is None else parse_assignment(body)
 
     def download(self, url: str, max_bytes: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         try:
-            with self._client.stream("GET", self._url(url)) as response:
+            with self._client.stream("GET", self.bundle_path(url)) as response:
                 if response.status_code != 200:
                     raise HubUnavailable(f"bundle download: HTTP {response.status_code}")
                 for chunk in response.iter_bytes():
@@ -108,23 +94,14 @@ class HttpModelApi:
                         raise BundleRefused("too_large", f"bundle over {max_bytes} bytes")
                     chunks.append(chunk)
         except httpx.HTTPError as exc:
-            raise HubUnavailable(str(exc)) from exc
+            raise HubUnavailable(f"bundle download: {type(exc).__name__}") from exc
         return b"".join(chunks)
 
     def report(self, body: dict[str, Any]) -> None:
         try:
-            response = self._client.post(
-                self._url(f"v1/stores/{self._store}/model/report"), json=body)
-        except httpx.HTTPError as exc:
-            raise HubUnavailable(str(exc)) from exc
-        if response.status_code >= 500 or response.status_code in (401, 429):
-            raise HubUnavailable(f"report: HTTP {response.status_code}")
-        if response.status_code >= 400:  # the hub will never take it: do not retry forever
-            logger.warning("hub refused model report %s: HTTP %d %s", body.get("version"),
-                           response.status_code, response.text[:200])
-
-    def close(self) -> None:
-        self._client.close()
+            self._json("POST", f"{self._prefix}/model/report", json=body)
+        except HubRefused as exc:  # the hub will never take it: do not retry forever
+            logger.warning("hub refused the model report on %s: %s", body.get("version"), exc)
 
 
 def parse_assignment(body: Any) -> dict[str, Any]:
@@ -172,7 +149,8 @@ class ModelUpdater:
         self.watch: BundleWatch | None = None
         self._watch_meta: dict[str, Any] = {}
         self._reported: tuple[str, str | None] | None = None
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # of the last attempt
+        self.swaps_ms: deque[float] = deque(maxlen=20)  # load beside + golden + swap
         self._next_poll = 0.0
         self._failures = 0
         self._stop = threading.Event()
@@ -206,6 +184,7 @@ class ModelUpdater:
             "last_outcome": self.state.last_outcome,
             "pending_reports": len(self.state.pending_reports),
             "timings_ms": dict(self.timings),
+            "recent_swaps_ms": list(self.swaps_ms),
         }
 
     # ------------------------------------------------------------------ one round
@@ -220,7 +199,7 @@ class ModelUpdater:
             if assignment is not None and (self.watch is None or self.watch.verdict):
                 self._consider(assignment)
             self._failures, self._next_poll = 0, self.clock() + self.poll_s
-        except HubUnavailable as exc:
+        except (HubUnavailable, HubRefused) as exc:
             self._failures += 1
             delay = self.backoff.delay(self._failures, random.random())
             self._next_poll = self.clock() + delay
@@ -255,6 +234,7 @@ class ModelUpdater:
             self.ranker.watch = watch  # watching first: it ignores bundles but its own
             self.ranker.swap(bundle)
             self.timings["swap_ms"] = round((time.perf_counter() - started) * 1000.0, 2)
+            self.swaps_ms.append(self.timings["swap_ms"])
             self.timings["golden_p50_ms"] = round(result.p50_ms, 3)
         except BundleRefused as exc:
             self.phase = "idle"
@@ -273,7 +253,7 @@ class ModelUpdater:
         if dest.is_dir():
             try:
                 verify_on_disk(dest, trusted)
-                if _stored_sha(dest) == a["sha256"]:
+                if kept_assignment(dest).get("sha256") == a["sha256"]:
                     return dest  # e.g. a rollback to a version kept on disk: no download
             except BundleRefused as exc:
                 logger.warning("kept copy of %s unusable (%s); downloading", a["version"], exc)
@@ -286,7 +266,7 @@ class ModelUpdater:
         try:
             unpack_archive(data, incoming, version=a["version"])
             (incoming / ARCHIVE_FILE).write_bytes(data)
-            _atomic_write(incoming / ASSIGNMENT_FILE, _json(a))
+            write_json(incoming / ASSIGNMENT_FILE, a)
             if dest.exists():
                 shutil.rmtree(dest)
             incoming.rename(dest)
@@ -360,14 +340,3 @@ def _report(version: str, outcome: str, reason: str | None, detail: str,
     return {"version": version, "outcome": outcome, "reason": reason, "detail": detail[:300],
             "p50_ms": round(p50, 3) if p50 is not None else None,
             "report_id": uuid.uuid4().hex, "at": time.time()}
-
-
-def _stored_sha(directory: Path) -> str | None:
-    try:
-        return str(json.loads((directory / ASSIGNMENT_FILE).read_text())["sha256"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _json(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")

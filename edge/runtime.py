@@ -20,7 +20,7 @@ from edge.dispatch import Dispatcher
 from edge.live import LiveHub
 from edge.metrics import EdgeMetrics
 from edge.model_state import startup_bundle_dir
-from edge.model_update import HttpModelApi, ModelUpdater
+from edge.model_update import ModelLink, ModelUpdater
 from edge.mqtt import MqttBridge
 from edge.ranking import Ranker
 from edge.service import CheckinRefused, EdgeService
@@ -152,8 +152,8 @@ class EdgeRuntime:
         )
         updater = None
         if settings.hub.enabled and settings.hub.hub_url and settings.hub.store_key:
-            api = HttpModelApi(settings.hub.hub_url, settings.hub.store_key, settings.store,
-                               settings.hub.timeout_s)
+            api = ModelLink(settings.hub.hub_url, store=settings.store,
+                            store_key=settings.hub.store_key, timeout_s=settings.hub.timeout_s)
             updater = ModelUpdater(settings, ranker, api, model_keys)
             updater.start()
         runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now,

@@ -20,10 +20,11 @@ from edge.model_state import (
     ModelState,
     startup_bundle_dir,
 )
-from edge.model_update import HttpModelApi, HubUnavailable, ModelUpdater, parse_assignment
+from edge.model_update import ModelLink, ModelUpdater, parse_assignment
 from edge.ranking import Ranker
 from edge.settings import EdgeSettings, HubLinkSettings, ModelUpdateSettings
 from edge.store import CatalogItem
+from edge.sync_http import HubUnavailable
 from hub.tokens import generate_signing_key, private_key_pem, public_key_pem
 from models.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
 from models.features import Context, CustomerHistory
@@ -199,11 +200,13 @@ def test_assignments_and_bundle_urls_are_checked() -> None:
         parse_assignment({"version": "../../etc", "sha256": "x", "url": "/x"})
     with pytest.raises(HubUnavailable):
         parse_assignment(["not", "an", "object"])
-    api = HttpModelApi("http://127.0.0.1:8090", "k" * 16, "s1", 1.0)
+    link = ModelLink("http://127.0.0.1:8090", store="s1", store_key="k" * 16, timeout_s=1.0)
     try:
-        assert api._url("/v1/models/v1/bundle") == "http://127.0.0.1:8090/v1/models/v1/bundle"
+        assert link.bundle_path("/v1/models/v1/bundle") == "/v1/models/v1/bundle"
+        assert link.bundle_path("http://127.0.0.1:8090/v1/models/v1/bundle?x=1") == (
+            "/v1/models/v1/bundle?x=1")
         with pytest.raises(BundleRefused) as caught:  # the store key never leaves the hub
-            api._url("http://elsewhere.example/v1/models/v1/bundle")
+            link.bundle_path("http://elsewhere.example/v1/models/v1/bundle")
         assert caught.value.reason == "bad_assignment"
     finally:
-        api.close()
+        link.close()
