@@ -40,7 +40,8 @@ def load_public_keys(directory: Path | None) -> dict[str, bytes]:
         return {}
     keys = {path.stem: path.read_bytes() for path in sorted(Path(directory).glob("*.pub"))}
     if not keys:
-        logger.warning("no public keys in %s: every check-in will be refused", directory)
+        logger.warning("no public keys in %s: nothing the hub signs (check-in tokens or "
+                       "model bundles, whichever this folder is for) will verify", directory)
     return keys
 
 
