@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -84,13 +85,22 @@ class SyncWrites:
                 (u.subject, u.first_name, u.tier, u.birthday, dump_json(u.preferences),
                  dump_json(u.consent), u.home_store, now) for u in upserts
             ])
+            stored = _stored_histories(conn, [s for s in subjects if s not in pending])
+            same = {  # most deltas (a tier, a consent) leave the history as it is
+                u.subject for u in upserts
+                if u.subject not in pending and stored.get(u.subject, Counter()) == Counter(
+                    u.history)
+            }
             conn.executemany(
                 "DELETE FROM purchases WHERE subject = ?",
-                [(s,) for s in subjects if s not in pending],
+                [(s,) for s in subjects if s not in pending and s not in same],
             )
             lines: list[tuple[object, ...]] = []
-            aggregates = []
+            aggregates: list[tuple[ProfileUpsert, set[str]]] = []
             for u in upserts:
+                if u.subject in same:
+                    aggregates.append((u, set()))
+                    continue
                 kept = pending.get(u.subject, set())
                 if kept:
                     marks = ",".join("?" * len(kept))
@@ -100,7 +110,7 @@ class SyncWrites:
                     )
                 hub_baskets = {line.basket_id for line in u.history}
                 lines.extend(
-                    (u.subject, h.basket_id, h.ts, h.product_id, h.quantity, h.price, h.category)
+                    (u.subject, *h)
                     for h in u.history if h.basket_id not in kept
                 )
                 extra = kept - hub_baskets
@@ -209,6 +219,23 @@ def _pending_baskets(conn: sqlite3.Connection, subjects: Sequence[str]) -> dict[
             if isinstance(basket_id, str):
                 pending.setdefault(subject, set()).add(basket_id)
     return pending
+
+
+def _stored_histories(
+    conn: sqlite3.Connection, subjects: Sequence[str]
+) -> dict[str, Counter[tuple[object, ...]]]:
+    """The purchase lines held for these members, as multisets comparable to a feed's."""
+    stored: dict[str, Counter[tuple[object, ...]]] = {}
+    for start in range(0, len(subjects), _SUBJECT_CHUNK):
+        chunk = subjects[start:start + _SUBJECT_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for subject, *line in conn.execute(
+            "SELECT subject, basket_id, ts, product_id, quantity, unit_price, category "
+            f"FROM purchases WHERE subject IN ({marks})",
+            chunk,
+        ):
+            stored.setdefault(subject, Counter())[tuple(line)] += 1
+    return stored
 
 
 def _aggregates_with_pending(

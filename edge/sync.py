@@ -34,9 +34,6 @@ from edge.store import EdgeStore
 from edge.store_sync import SyncReader
 from edge.sync_apply import FeedApplier
 from edge.sync_http import HubLink, HubRefused, HubUnavailable
-from edge.sync_items import (
-    parse_jwks,
-)
 from edge.sync_metrics import SyncMetrics
 from edge.sync_plan import (
     FEED_PATHS,
@@ -52,6 +49,7 @@ from edge.sync_plan import (
     worst_staleness,
 )
 from edge.sync_push import OutboxPusher, error_kind
+from hub.tokens import jwks_to_public_keys
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ PERSIST_IDLE_EVERY_S = 60.0  # an idle feed's "last success" is written at most 
 ANNOUNCE_AGAIN_AFTER_S = 600.0
 
 ForgetFn = Callable[[str], None]
-KeysFn = Callable[[Mapping[str, bytes]], None]
+KeysFn = Callable[[Mapping[str, bytes]], None]  # {kid: PEM} of the hub's check-in keys
 
 
 class SyncClient:
@@ -135,14 +133,10 @@ class SyncClient:
         if stored and self._install_keys is not None:
             # Offline-first restart: the keys fetched last time verify check-ins until the
             # hub answers again.
-            try:
-                keys = parse_jwks({"keys": list(stored.values())})
-            except BadResponse:
-                logger.warning("stored check-in keys unreadable; waiting for the hub's")
-            else:
-                self._hub_keys = keys
-                self._install_keys(keys)
-                self.metrics.hub_keys.set(len(keys))
+            keys = jwks_to_public_keys({"keys": list(stored.values())})
+            self._hub_keys = keys
+            self._install_keys(keys)
+            self.metrics.hub_keys.set(len(keys))
 
     def start(self) -> SyncClient:
         self._stop.clear()
@@ -390,7 +384,10 @@ class SyncClient:
 
     def _refresh_keys(self, link: HubLink) -> None:
         body = link.jwks()
-        keys = parse_jwks(body)
+        try:
+            keys = jwks_to_public_keys(body if isinstance(body, dict) else {})
+        except ValueError as exc:
+            raise BadResponse(f"JWKS: {exc}") from exc
         if keys == self._hub_keys:
             return
         entries = {jwk["kid"]: jwk for jwk in body["keys"] if jwk.get("kid") in keys}

@@ -11,8 +11,6 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge.sync import SyncClient
 from edge.sync_metrics import SyncMetrics
 
@@ -39,11 +37,7 @@ def start_sync(runtime: EdgeRuntime, local_keys: Mapping[str, bytes]) -> SyncCli
         dispatcher.call("forget", subject, FORGET_TIMEOUT_S)
 
     def install_keys(hub_keys: Mapping[str, bytes]) -> None:
-        keys: dict[str, Ed25519PublicKey | bytes] = {
-            kid: Ed25519PublicKey.from_public_bytes(raw) for kid, raw in hub_keys.items()
-        }
-        keys.update(local_keys)
-        service.verifier.replace_keys(keys)
+        service.verifier.replace_keys({**hub_keys, **local_keys})
 
     def heartbeat_fields() -> dict[str, Any]:
         status = runtime.status()

@@ -212,13 +212,10 @@ class TokenVerifier:
     def remove_key(self, kid: str) -> None:
         self._keys = {k: v for k, v in self._keys.items() if k != kid}
 
-    def replace_keys(self, public_keys: Mapping[str, bytes | Ed25519PublicKey]) -> None:
+    def replace_keys(self, public_keys: Mapping[str, bytes]) -> None:
         """The whole key set at once (hub JWKS refresh): a verify in flight sees the old set
-        or the new one, never a mix. Values are PEM bytes or loaded keys."""
-        self._keys = {
-            kid: key if isinstance(key, Ed25519PublicKey) else load_public_key(key)
-            for kid, key in public_keys.items()
-        }
+        or the new one, never a mix."""
+        self._keys = {kid: load_public_key(pem) for kid, pem in public_keys.items()}
 
     @property
     def key_ids(self) -> frozenset[str]:

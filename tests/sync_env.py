@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from edge.probe import wait_until
-from edge.settings import EdgeSettings, HubLinkSettings, MqttSettings
+from edge.settings import EdgeSettings, HttpSettings, HubLinkSettings, MqttSettings
 from models.identity import pseudonymous_id
 
 CHAIN = "syncchain"
@@ -68,6 +68,7 @@ def edge_settings(tmp_path: Path, store: str, hub_url: str, store_key: str,
         chain=CHAIN,
         store=store,
         db_path=tmp_path / f"edge-{store}.db",
+        http=HttpSettings(port=0),  # a free port: several edges side by side
         mqtt=MqttSettings(port=broker_port, client_id=f"edge-{store}-{uuid.uuid4().hex[:6]}"),
         hub=HubLinkSettings(hub_url=hub_url, store_key=store_key, **{**QUICK_LINK, **link}),
         tick_interval_s=0.05,

@@ -44,6 +44,11 @@ def test_profile_page_replaces_profile_history_aggregates_and_saves_the_cursor(
     profile = store.get_profile("m-01")
     assert profile is not None and profile.first_name == "Anna"
     assert [t.basket_id for t in store.purchase_history("m-01")] == ["hub-b1", "hub-b2"]
+    # a delta with the same history (a tier change) leaves the lines as they are
+    store.apply_profile_page([upsert("m-02", name="Bo")], [], cursor="10", done_at=None,
+                             now=70.0)
+    assert [(t.basket_id, t.quantity) for t in store.purchase_history("m-02")] == [
+        ("hub-b1", 2.0)]
     aggregates = store.get_aggregates("m-01")
     assert aggregates is not None and aggregates.baskets == 2
     reader = SyncReader(store.path)
@@ -51,7 +56,7 @@ def test_profile_page_replaces_profile_history_aggregates_and_saves_the_cursor(
         cursor, last = reader.feed_state()["profiles"]
     finally:
         reader.close()
-    assert (cursor, last) == ("9", 50.0)  # a page with more to come keeps the last success
+    assert (cursor, last) == ("10", 50.0)  # a page with more to come keeps the last success
 
 
 def test_a_basket_still_queued_for_the_hub_survives_a_profile_refresh(store: EdgeStore) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
@@ -14,7 +13,6 @@ from edge.sync_items import (
     catalog_change,
     erasure_item,
     offer_change,
-    parse_jwks,
     profile_change,
 )
 from edge.sync_plan import (
@@ -197,21 +195,6 @@ def test_catalog_and_offer_changes() -> None:
     assert erasure_item({"erasure_id": "x1", "subject": "m-1"}).subject == "m-1"
     with pytest.raises(BadItem):
         erasure_item({"erasure_id": "x1"})
-
-
-def test_parse_jwks_reads_ed25519_keys_and_skips_other_types() -> None:
-    raw = bytes(range(32))
-    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    keys = parse_jwks({"keys": [
-        {"kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": x, "use": "sig", "alg": "EdDSA"},
-        {"kty": "RSA", "kid": "r1", "n": "...", "e": "AQAB"},
-    ]})
-    assert keys == {"k1": raw}
-    assert parse_jwks({"keys": []}) == {}
-    for bad in ({}, {"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "AAAA"}]},
-                {"keys": ["k"]}):
-        with pytest.raises(BadResponse):
-            parse_jwks(bad)
 
 
 def test_staleness_per_feed_and_worst() -> None:
