@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.store import EdgeStore
+from models.sqlite_schema import immediate_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -69,18 +70,6 @@ def _connect(db_path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def _check_label(label: str) -> str:
     label = label.strip()
     if not label or len(label) > LABEL_MAX or not label.isprintable():
@@ -96,7 +85,7 @@ def pair_device(db_path: Path, label: str, *, now: float | None = None) -> str:
     label = _check_label(label)
     token = new_token()
     device_id = "tab-" + secrets.token_hex(4)
-    with _connect(Path(db_path)) as conn, _transaction(conn):
+    with _connect(Path(db_path)) as conn, immediate_transaction(conn):
         conn.execute(
             "INSERT INTO devices(device_id, label, token_hash, created_at) VALUES (?, ?, ?, ?)",
             (device_id, label, hash_token(token), time.time() if now is None else now),
@@ -116,7 +105,7 @@ def revoke_device(db_path: Path, device: str, *, now: float | None = None) -> li
     """Revoke the active tablet(s) whose id is ``device``, or else whose label is; returns
     them (empty when nothing matched). Tablets stop working within ``DeviceRegistry.ttl_s``."""
     stamp = time.time() if now is None else now
-    with _connect(Path(db_path)) as conn, _transaction(conn):
+    with _connect(Path(db_path)) as conn, immediate_transaction(conn):
         rows = conn.execute(
             f"SELECT {_COLUMNS} FROM devices WHERE device_id = ? AND revoked_at IS NULL",
             (device,),
@@ -201,7 +190,7 @@ class DeviceRegistry:
         try:
             conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             try:
-                with _transaction(conn):
+                with immediate_transaction(conn):
                     conn.execute(
                         "UPDATE devices SET last_seen_at = ? WHERE device_id = ?",
                         (wall, device_id),

@@ -48,6 +48,7 @@ from edge.store_rows import (
     require_text,
 )
 from edge.store_sync import SyncWrites
+from models.sqlite_schema import immediate_transaction
 from models.transactions import Transaction
 
 __all__ = [
@@ -141,16 +142,8 @@ class EdgeStore(EventWrites, SyncWrites):
     def _write(self) -> Iterator[sqlite3.Connection]:
         if self._closed:
             raise StoreClosedError("store is closed")
-        with self._write_lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # also when COMMIT itself failed (disk full, I/O)
-                    conn.execute("ROLLBACK")
-                raise
+        with self._write_lock, immediate_transaction(self._conn) as conn:
+            yield conn
 
     # ------------------------------------------------------------------ reads (per thread)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.migrations import MIGRATIONS, Migration
-from models.sqlite_schema import apply_migrations
+from models.sqlite_schema import apply_migrations, immediate_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -122,16 +122,8 @@ class HubDB:
         """One short ``BEGIN IMMEDIATE`` transaction on the writer connection."""
         if self._closed:
             raise StorageClosedError("hub database is closed")
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # also when COMMIT itself failed (disk full, I/O)
-                    conn.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._conn) as conn:
+            yield conn
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

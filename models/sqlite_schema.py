@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,22 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 def _applied(conn: sqlite3.Connection) -> set[int]:
     return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
+
+
+@contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction on an autocommit connection: the write lock is
+    taken at BEGIN, so it never fails half-way on a lock upgrade; rolled back on any error,
+    also when COMMIT itself failed (disk full, I/O). Edge store, hub storage and the tablet
+    registry all write through it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def apply_migrations(
