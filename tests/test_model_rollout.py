@@ -152,8 +152,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, tafeng_zip: Path,
     for store in STORES:
         hub_link = HubLinkSettings(hub_url=hub.url, store_key=hub.store_keys[store],
                                    poll_interval_s=0.3)
+        # budget: 10 ms for one model call (the shipped trees take ~0.2 ms for 1,000
+        # candidates, the slow test model ~35 ms); headroom for a busy CI machine
         models = ModelUpdateSettings(public_keys_dir=tmp / "model-keys", probation_rankings=5,
-                                     probation_s=2.0, golden_runs=9)
+                                     probation_s=2.0, golden_runs=9, latency_budget_ms=10.0)
         (tmp / store).mkdir()
         envs[store] = make_env(tmp / store, tafeng_zip, broker.port, n_products=150,
                                n_members=10, store=store, hub=hub_link, models=models)
@@ -212,6 +214,8 @@ def test_train_rollout_canary_all_and_rollback_under_checkin_load(world: World) 
         for store in STORES:
             world.wait_state(store, v1, "active")
             world.wait_running(store, v1)
+            # the hub page sees it too: the edge's heartbeat names the model it runs
+            wait_until(lambda s=store: world.rollout_state()[s]["running"] == v1, TIMEOUT, 0.05)
         answered_before_stop = len(load.answers)
         wait_until(lambda: len(load.answers) >= answered_before_stop + 10, TIMEOUT)
     finally:
