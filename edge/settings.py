@@ -129,6 +129,7 @@ class TabletSettings(_Section):
     device_cache_s: float = Field(0.5, ge=0, le=1.0)  # revocation is seen within this
     qr_max_bytes: int = Field(4_000_000, ge=10_000, le=50_000_000)  # one camera frame
     qr_max_pixels: int = Field(16_777_216, ge=10_000, le=100_000_000)  # decompression bombs
+    qr_decode_budget_s: float = Field(0.4, gt=0, le=10)  # per frame; a camera sends many
 
 
 class ModelUpdateSettings(_Section):

@@ -122,7 +122,9 @@ async def checkin_qr(request: Request) -> dict[str, Any]:
     frame = await _read_frame(request, limits.qr_max_bytes)
     async with request.app.state.qr_slot:
         try:
-            text = await asyncio.to_thread(_decode, frame, limits.qr_max_pixels)
+            text = await asyncio.to_thread(
+                _decode, frame, limits.qr_max_pixels, limits.qr_decode_budget_s
+            )
         except QrError as exc:
             raise HTTPException(
                 QR_STATUS.get(exc.reason, 422), {"reason": exc.reason, "detail": exc.detail}
@@ -135,9 +137,9 @@ async def checkin_qr(request: Request) -> dict[str, Any]:
     return api.checkin_answer(result)
 
 
-def _decode(frame: bytes, max_pixels: int) -> str:
+def _decode(frame: bytes, max_pixels: int, budget_s: float) -> str:
     started = time.perf_counter()
-    text = decode_qr(load_frame(frame, max_pixels))
+    text = decode_qr(load_frame(frame, max_pixels), budget_s=budget_s)
     logger.debug("QR decoded in %.1f ms", (time.perf_counter() - started) * 1000)
     return text
 
@@ -161,22 +163,26 @@ async def _read_frame(request: Request, limit: int) -> bytes:
     ceiling = limit + MULTIPART_OVERHEAD
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > ceiling:
-        raise HTTPException(413, {"reason": "too_large", "detail": f"> {limit} bytes"})
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > ceiling:
-            raise HTTPException(413, {"reason": "too_large", "detail": f"> {limit} bytes"})
+            raise _too_large(limit)
         chunks.append(chunk)
     body = b"".join(chunks)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
         body = _multipart_image(content_type, body)
     if len(body) > limit:
-        raise HTTPException(413, {"reason": "too_large", "detail": f"> {limit} bytes"})
+        raise _too_large(limit)
     if not body:
         raise HTTPException(422, {"reason": "empty_body"})
     return body
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, {"reason": "too_large", "detail": f"> {limit} bytes"})
 
 
 def _multipart_image(content_type: str, body: bytes) -> bytes:

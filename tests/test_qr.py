@@ -107,3 +107,15 @@ def test_decode_time_of_a_720p_frame(token) -> None:
     median_ms = sorted(times)[2] * 1000
     print(f"QR decode, 1280x720 JPEG: p50 {median_ms:.1f} ms")
     assert median_ms < 500
+
+
+def test_a_frame_without_a_code_costs_a_bounded_time() -> None:
+    """A camera streaming frames with no code in view: no new attempt after the budget."""
+    frame = load_frame(encode(no_qr_frame()), MAX_PIXELS)
+    attempts: list[str] = []
+    started = time.perf_counter()
+    with pytest.raises(QrError) as err:
+        decode_qr(frame, lambda name, _found: attempts.append(name), budget_s=0.001)
+    assert err.value.reason == "no_qr_code"
+    assert attempts == ["plain"]  # the first attempt always runs, then the budget is spent
+    assert time.perf_counter() - started < 2.0
