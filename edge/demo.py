@@ -128,6 +128,7 @@ class Demo:
         self.workdir: Path = args.workdir.resolve()
         self.started = time.monotonic()
         self.broker: PrivateBroker | None = None
+        self._broker_exit = contextlib.ExitStack()  # stops it and removes its temp folder
         self.edge: EdgeProcess | None = None
         self.sim: subprocess.Popen[bytes] | None = None
         self.probe: MqttProbe | None = None
@@ -142,7 +143,7 @@ class Demo:
         args = self.args
         _fresh_workdir(self.workdir)
         if args.broker is None:
-            self.broker = PrivateBroker().start()
+            self.broker = self._broker_exit.enter_context(PrivateBroker())
             address = (self.broker.host, self.broker.port)
         else:
             address = args.broker
@@ -288,9 +289,8 @@ customer, top picks):
         if self.edge is not None:
             self.edge.stop()
             self.edge = None
-        if self.broker is not None:
-            self.broker.close()
-            self.broker = None
+        self._broker_exit.close()
+        self.broker = None
         first = (f", the first {self.first_recommendation_s:.1f} s after start"
                  if self.first_recommendation_s is not None else "")
         print(f"-- demo stopped: {self.recommendations} staff recommendations{first}",
