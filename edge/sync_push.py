@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from edge.store import EdgeStore
 from edge.store_sync import SyncReader
@@ -58,13 +59,27 @@ class OutboxPusher:
         self._draw = draw
         self.state = JobState()
         self.wake = threading.Event()
+        # While draining, the delete of batch N runs beside the POST of batch N+1 (SQLite
+        # and the socket both release the GIL): rows up to ``_sent_upto`` are skipped.
+        self._sent_upto = 0
+        self._deleting: Future[int] | None = None
+        self._deleter: ThreadPoolExecutor | None = None
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            if not self.push_round():
-                wait = max(self._interval_s, self.state.next_at - self._clock())
-                self.wake.wait(wait)
-                self.wake.clear()
+        try:
+            while not stop.is_set():
+                if not self.push_round():
+                    wait = max(self._interval_s, self.state.next_at - self._clock())
+                    self.wake.wait(wait)
+                    self.wake.clear()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._settle()
+        if self._deleter is not None:
+            self._deleter.shutdown(wait=True)
+            self._deleter = None
 
     def resume(self) -> None:
         """The hub answered the other thread: stop waiting out the backoff, drain now."""
@@ -76,11 +91,14 @@ class OutboxPusher:
         if self.state.next_at > self._clock():
             return False
         link, reader = self._io()
-        rows = reader.outbox_batch(self._batch_size)
-        if not rows:
-            return False
+        rows = reader.outbox_batch(self._batch_size, after_seq=self._sent_upto)
+        more = False
         try:
-            deleted = self._push(link, rows)
+            if rows:
+                answered = self._push(link, rows)
+                self._delete_later(answered)
+                self._sent_upto = rows[-1].seq
+                more = bool(answered) and len(rows) == self._batch_size
         except (HubUnavailable, HubRefused, BadResponse) as exc:
             self.state = self.state.failed(self._clock(), self._backoff, self._draw())
             if isinstance(exc, HubUnavailable):
@@ -88,14 +106,19 @@ class OutboxPusher:
             self.metrics.errors.labels("outbox", error_kind(exc)).inc()
             if self.state.failures == 1 or self.state.failures % 10 == 0:
                 logger.warning("sync outbox failed (%d in a row): %s", self.state.failures, exc)
-            return False
-        self.state = JobState()
-        self._contact(True)
-        return deleted > 0 and len(rows) == self._batch_size
+        else:
+            if rows:
+                self.state = JobState()
+                self._contact(True)
+        if not more:  # end of a drain: deletes done, unanswered rows are read again next time
+            self._settle()
+            self._sent_upto = 0
+        return more
 
-    def _push(self, link: HubLink, rows: Sequence[OutboxRow]) -> int:
-        """POST a batch; a batch the hub could not read at all is split down to single
-        events, and a single unreadable event is dropped (logged) rather than block the rest."""
+    def _push(self, link: HubLink, rows: Sequence[OutboxRow]) -> list[int]:
+        """POST a batch; returns the seqs the hub answered for. A batch the hub could not
+        read at all is split down to single events, and a single unreadable event is
+        dropped (logged) rather than block the rest."""
         try:
             answer = link.post_events(events_body(rows))
         except HubRefused as exc:
@@ -104,15 +127,33 @@ class OutboxPusher:
             if len(rows) == 1:
                 logger.warning("hub refused event %s (%s); dropped", rows[0].event_id, exc)
                 self.metrics.pushed.labels("refused").inc()
-                return self.store.outbox_ack([rows[0].seq])
-            return sum(self._push(link, half) for half in halves(rows))
+                return [rows[0].seq]
+            return [seq for half in halves(rows) for seq in self._push(link, half)]
         outcome = interpret_events_response(rows, answer)
         for event_id, reason in outcome.refused.items():
             logger.info("hub refused event %s: %s", event_id, reason)
         self.metrics.pushed.labels("accepted").inc(outcome.accepted)
         self.metrics.pushed.labels("duplicate").inc(outcome.duplicates)
         self.metrics.pushed.labels("refused").inc(len(outcome.refused))
-        return self.store.outbox_ack(outcome.delete) if outcome.delete else 0
+        return list(outcome.delete)
+
+    def _delete_later(self, seqs: list[int]) -> None:
+        self._settle()  # at most one delete in flight
+        if not seqs:
+            return
+        if self._deleter is None:
+            self._deleter = ThreadPoolExecutor(1, thread_name_prefix="edge-sync-ack")
+        self._deleting = self._deleter.submit(self.store.outbox_ack, seqs)
+
+    def _settle(self) -> None:
+        """Wait for the delete in flight; a failed one only means those rows are sent
+        again (the hub answers duplicates)."""
+        deleting, self._deleting = self._deleting, None
+        if deleting is not None:
+            try:
+                deleting.result()
+            except Exception:
+                logger.exception("deleting pushed outbox rows failed; they will be re-sent")
 
 
 def error_kind(exc: Exception) -> str:
