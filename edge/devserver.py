@@ -28,8 +28,11 @@ class ServerThread:
     def __init__(self, app: Any, port: int) -> None:
         self.port = port
         self.app = app
+        # As storeside-edge: open live feeds (tablets, SSE) are cancelled 2 s into a stop
+        # instead of holding it up until the join timeout.
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", access_log=False
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+            timeout_graceful_shutdown=2.0,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name=self.name, daemon=True)
