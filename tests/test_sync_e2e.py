@@ -210,3 +210,53 @@ def test_erasure_reaches_the_edge_and_the_hub_sees_the_ack(
             assert receipts == [(erasure_id, 1)]
             pending = hub.admin().get(f"/v1/erasures/{erasure_id}").json()["pending"]
             assert pending == ["s002"]  # the other store has not run an edge here
+
+
+def test_an_edge_restarted_while_the_hub_is_away_still_verifies_hub_tokens(
+    tmp_path: Path, broker: PrivateBroker
+) -> None:
+    ana = subject_of(ANA["loyalty_number"])
+    with EmbeddedHub(tmp_path, stores=("s001",), settings=hub_settings(tmp_path, chain=CHAIN)
+                     ) as hub:
+        import_members(hub.admin(), [ANA])
+        list_products(hub.admin(), "s001", PRODUCTS)
+        edge_cfg = edge_settings(tmp_path, "s001", hub.url, hub.store_keys["s001"], broker.port)
+        with EmbeddedEdge(edge_cfg) as edge:
+            wait_until(lambda: edge.runtime.service.verifier.key_ids
+                       and edge.runtime.store.get_profile(ana), 15)
+            kids = edge.runtime.service.verifier.key_ids
+        token = checkin_token(hub.app_backend(), ana, "s001")
+    # the hub is gone; the edge starts from its own database
+    with EmbeddedEdge(edge_cfg) as edge:
+        assert edge.runtime.service.verifier.key_ids == kids
+        answer = httpx.post(f"{edge.url}/v1/checkin", timeout=10, json={
+            "v": 1, "event_id": uuid.uuid4().hex, "ts": time.time(), "token": token})
+        assert answer.status_code == 200 and answer.json()["card"]["display_name"] == "Ana"
+        status = wait_status(edge.url, lambda s: s["hub_sync"] and not s["hub_connected"])
+        assert status["staleness_s"]["profiles"] is not None  # known from the last run
+
+
+def test_batches_the_hub_cannot_take_are_split_and_bad_events_dropped(
+    tmp_path: Path, broker: PrivateBroker
+) -> None:
+    ana = subject_of(ANA["loyalty_number"])
+    settings = hub_settings(tmp_path, chain=CHAIN, sync={"max_events_per_batch": 16})
+    with EmbeddedHub(tmp_path, stores=("s001",), settings=settings) as hub:
+        import_members(hub.admin(), [ANA])
+        edge_cfg = edge_settings(tmp_path, "s001", hub.url, hub.store_keys["s001"], broker.port,
+                                 batch_size=100, push_interval_s=30.0)
+        with EmbeddedEdge(edge_cfg) as edge:
+            store = edge.runtime.store
+            baskets = [pos_basket(ana, [("p1", 1, 2.0)]) for _ in range(60)]
+            for basket in baskets:  # queued directly: the push interval is long
+                store.enqueue_outbox(basket["event_id"], "pos_basket", basket, subject=ana)
+            store.enqueue_outbox("broken-1", "pos_basket", {"basket_id": "b-x", "lines": []},
+                                 subject=ana)
+            edge.runtime.sync.pusher.resume()  # push now
+            wait_status(edge.url, lambda s: s["outbox_pending"] == 0)
+            stored = hub_rows(settings[0].db_path,
+                              "SELECT event_id FROM events WHERE kind = 'pos_basket'")
+            assert sorted(r[0] for r in stored) == sorted(b["event_id"] for b in baskets)
+            metrics = httpx.get(f"{edge.url}/metrics").text
+            assert 'storeside_outbox_pushed_total{result="refused"} 1.0' in metrics
+            assert 'storeside_sync_errors_total{error="http_413",job="outbox"}' not in metrics
