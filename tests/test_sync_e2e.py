@@ -64,6 +64,13 @@ def test_hub_changes_reach_the_edge(tmp_path: Path, broker: PrivateBroker) -> No
             wait_until(lambda: len(store.catalog()) == len(PRODUCTS), 10)
             wait_until(lambda: edge.runtime.service.verifier.key_ids, 10)
             assert store.get_profile(ben) is None  # not relevant to s001
+            now = time.time()
+            hub.admin().put("/v1/offers/o-tea", json={
+                "category": "tea", "discount_pct": 10, "valid_from": now - 60,
+                "valid_to": now + 3600, "stores": ["s001"]}).raise_for_status()
+            offers = wait_until(lambda: store.active_offers(time.time()), 10)
+            assert [(o.offer_id, o.category, o.discount_pct) for o in offers] == [
+                ("o-tea", "tea", 10.0)]
 
             import_members(hub.admin(), [{**ANA, "first_name": "Anabel", "tier": "platinum"}])
             profile = wait_until(lambda: (p := store.get_profile(ana)) and
