@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from edge.store_rows import StoreInputError, require_number, require_text
+
 
 class BadItem(ValueError):
     """One feed item that cannot be applied; skipped (and counted) so the feed moves on."""
@@ -190,9 +192,10 @@ def erasure_item(item: Mapping[str, Any]) -> Erasure:
 
 
 def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadItem(f"{what} must be a non-empty string")
-    return value
+    try:
+        return require_text(value, "bad_item", what)
+    except StoreInputError as exc:
+        raise BadItem(str(exc)) from None
 
 
 def _optional_text(value: Any, what: str) -> str | None:
@@ -200,9 +203,10 @@ def _optional_text(value: Any, what: str) -> str | None:
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadItem(f"{what} must be a finite number")
-    return float(value)
+    try:
+        return require_number(value, "bad_item", what)
+    except StoreInputError as exc:
+        raise BadItem(str(exc)) from None
 
 
 def _optional_number(value: Any, what: str) -> float | None:
