@@ -32,6 +32,7 @@ import httpx
 from edge.settings import HubLinkSettings
 from edge.store import EdgeStore
 from edge.store_sync import SyncReader
+from edge.sync_announce import AnnounceQueue
 from edge.sync_apply import FeedApplier
 from edge.sync_http import HubLink, HubRefused, HubUnavailable
 from edge.sync_metrics import SyncMetrics
@@ -54,9 +55,9 @@ from hub.tokens import jwks_to_public_keys
 logger = logging.getLogger(__name__)
 
 PULL_JOBS = (*FEEDS, "acks", "keys", "heartbeat")
+ANNOUNCE = "announce"  # not on a timer: runs as soon as one is queued (unless backing off)
 KEYS_INTERVAL_S = 60.0  # the hub keeps a rotated key valid for a day: a minute is plenty
 PERSIST_IDLE_EVERY_S = 60.0  # an idle feed's "last success" is written at most this often
-ANNOUNCE_AGAIN_AFTER_S = 600.0
 
 ForgetFn = Callable[[str], None]
 KeysFn = Callable[[Mapping[str, bytes]], None]  # {kid: PEM} of the hub's check-in keys
@@ -96,12 +97,12 @@ class SyncClient:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()  # announces and the shared status fields
-        self._announces: dict[str, None] = {}  # pending, in arrival order
-        self._announced_at: dict[str, float] = {}
+        self._lock = threading.Lock()  # the status fields both threads write
+        self._announces = AnnounceQueue(link.announce_queue, metrics.announces, clock)
         self.connected = False
         self.last_contact_at: float | None = None
         self._jobs = {name: JobState() for name in PULL_JOBS}
+        self._announce_state = JobState()
         self._pull_link_state = JobState()
         self.applier = FeedApplier(store, metrics, forget, drop_cards or (lambda subject: None))
         self.pusher = OutboxPusher(
@@ -228,32 +229,19 @@ class SyncClient:
 
     def announce(self, subject: str) -> None:
         """A geofence approach of a member without a local profile: queue it, never block."""
-        now = self._clock()
-        with self._lock:
-            last = self._announced_at.get(subject)
-            if subject in self._announces or (
-                last is not None and now - last < ANNOUNCE_AGAIN_AFTER_S
-            ):
-                return
-            if len(self._announces) >= self.link.announce_queue:
-                self.metrics.announces.labels("dropped").inc()
-                return
-            self._announces[subject] = None
-        self._wake.set()
+        if self._announces.offer(subject):
+            self._wake.set()
 
     def _send_announces(self, link: HubLink) -> bool:
-        with self._lock:
-            pending = list(self._announces)
+        pending = self._announces.pending()
         for subject in pending:
-            link.announce(subject)
-            with self._lock:
-                self._announces.pop(subject, None)
-                self._announced_at[subject] = self._clock()
-            self.metrics.announces.labels("sent").inc()
-        if len(self._announced_at) > 10 * self.link.announce_queue:
-            horizon = self._clock() - ANNOUNCE_AGAIN_AFTER_S
-            with self._lock:
-                self._announced_at = {s: t for s, t in self._announced_at.items() if t > horizon}
+            try:
+                link.announce(subject)
+                result = "sent"
+            except HubRefused as exc:  # permanent for this subject: do not ask again
+                logger.warning("hub refused the announce of %s: %s", subject, exc)
+                result = "refused"
+            self._announces.done(subject, result)
         return bool(pending)
 
     # ------------------------------------------------------------------ pull
@@ -264,7 +252,7 @@ class SyncClient:
             wait = seconds_until_due(
                 self._jobs, self._pull_link_state, self._clock(), self.link.poll_interval_s
             )
-            if self._announces and self._pull_link_state.next_at <= self._clock():
+            if self._announce_due(self._clock()):
                 wait = 0.0
             self._wake.wait(wait)
             self._wake.clear()
@@ -273,8 +261,8 @@ class SyncClient:
         """Run every due pull job once (the pull thread's step; tests and benches call it)."""
         link, reader = self._io()
         now = self._clock()
-        if self._announces and self._pull_link_state.next_at <= now:
-            self._attempt("announce", lambda: self._announced(link))
+        if self._announce_due(now):
+            self._attempt(ANNOUNCE, lambda: self._announced(link))
         for job in due_jobs(self._jobs, self._pull_link_state, now):
             if self._stop.is_set() or self._pull_link_state.next_at > self._clock():
                 return
@@ -288,6 +276,11 @@ class SyncClient:
         while self._pull_feed(feed, link, reader):
             pages += 1
         return pages
+
+    def _announce_due(self, now: float) -> bool:
+        state = self._announce_state
+        return (bool(self._announces) and self._pull_link_state.next_at <= now
+                and (state.failures == 0 or state.next_at <= now))
 
     def _announced(self, link: HubLink) -> bool:
         if self._send_announces(link):
@@ -321,21 +314,28 @@ class SyncClient:
         except Exception as exc:
             # The hub said no, answered off-contract, or this side failed (the worker could
             # not take an erasure, the store is closing): only this job backs off.
-            if job in self._jobs:
-                self._jobs[job] = self._jobs[job].failed(now, self._backoff, self._draw())
+            state = self._state(job).failed(now, self._backoff, self._draw())
+            self._set_state(job, state)
             self.metrics.errors.labels(job, error_kind(exc)).inc()
-            failures = self._jobs[job].failures if job in self._jobs else 1
             if isinstance(exc, HubRefused | BadResponse):
-                self._log_failure(job, failures, exc)
+                self._log_failure(job, state.failures, exc)
                 self._pull_link_state = JobState()
                 self._contact(True)
-            elif failures == 1 or failures % 10 == 0:
-                logger.exception("sync %s failed (%d in a row)", job, failures)
+            elif state.failures == 1 or state.failures % 10 == 0:
+                logger.exception("sync %s failed (%d in a row)", job, state.failures)
             return
         self._pull_link_state = JobState()
         self._contact(True)
-        if job in self._jobs:
-            self._jobs[job] = self._jobs[job].succeeded(self._clock(), interval, more)
+        self._set_state(job, self._state(job).succeeded(self._clock(), interval, more))
+
+    def _state(self, job: str) -> JobState:
+        return self._announce_state if job == ANNOUNCE else self._jobs[job]
+
+    def _set_state(self, job: str, state: JobState) -> None:
+        if job == ANNOUNCE:
+            self._announce_state = state
+        else:
+            self._jobs[job] = state
 
     @staticmethod
     def _log_failure(job: str, failures: int, detail: object) -> None:

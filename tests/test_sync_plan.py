@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from edge.sync_announce import AnnounceQueue
 from edge.sync_items import (
     BadItem,
     ProfileUpsert,
@@ -15,6 +16,7 @@ from edge.sync_items import (
     offer_change,
     profile_change,
 )
+from edge.sync_metrics import SyncMetrics
 from edge.sync_plan import (
     Backoff,
     BadResponse,
@@ -206,3 +208,20 @@ def test_staleness_per_feed_and_worst() -> None:
     never = staleness({"profiles": None, "catalog": 40.0}, now=100.0)
     assert never["profiles"] is None and worst_staleness(never) is None
     assert is_stale(never, stale_after_s=10_000)
+
+
+def test_announce_queue_is_bounded_and_asks_once_per_window() -> None:
+    metrics = SyncMetrics()
+    now = [1000.0]
+    queue = AnnounceQueue(2, metrics.announces, lambda: now[0], again_after_s=600)
+    assert not queue
+    assert queue.offer("m-1") and queue.offer("m-2")
+    assert not queue.offer("m-1")  # already queued
+    assert not queue.offer("m-3")  # no room: dropped, counted
+    assert metrics.announces.labels("dropped")._value.get() == 1
+    assert queue.pending() == ["m-1", "m-2"]
+    queue.done("m-1", "sent")
+    assert queue.pending() == ["m-2"]
+    assert not queue.offer("m-1")  # asked 0 s ago
+    now[0] += 601
+    assert queue.offer("m-1")
