@@ -102,7 +102,7 @@ class HubLinkSettings(_Section):
     batch_size: int = Field(500, ge=1, le=1000)  # events per POST (the hub takes <= 1000)
     feed_page_size: int = Field(1000, ge=1, le=5000)  # items per feed page (one transaction)
     backoff_initial_s: float = Field(1.0, gt=0, le=600)
-    backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    backoff_max_s: float = Field(15.0, gt=0, le=3600)  # bounds the wait after an outage
     backoff_jitter: float = Field(0.2, ge=0, le=1)  # fraction of a delay drawn at random
     timeout_s: float = Field(5.0, gt=0, le=120)
     stale_after_s: float = Field(300.0, gt=0)  # a feed not refreshed this long is stale
