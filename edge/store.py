@@ -21,14 +21,11 @@ file). Devices that must survive power loss pass ``synchronous="FULL"`` (an fsyn
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from edge.migrations import migrate
+from edge.migrations import MIGRATIONS
 from edge.store_events import INSERT_PURCHASE, EventWrites
 from edge.store_reader import EdgeReader
 from edge.store_rows import (
@@ -48,7 +45,7 @@ from edge.store_rows import (
     require_text,
 )
 from edge.store_sync import SyncWrites
-from models.sqlite_schema import immediate_transaction
+from models.sqlite_db import SQLiteDB
 from models.transactions import Transaction
 
 __all__ = [
@@ -58,8 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SYNCHRONOUS_MODES = ("NORMAL", "FULL")
-
 _ERASE_TABLES = ("profiles", "purchases", "aggregates", "impressions", "feedback", "visits",
                  "outbox")
 
@@ -68,8 +63,11 @@ class StoreClosedError(RuntimeError):
     """The store was closed; the service is shutting down."""
 
 
-class EdgeStore(EventWrites, SyncWrites):
+class EdgeStore(SQLiteDB[EdgeReader], EventWrites, SyncWrites):
     """Owner of the SQLite file: opens it, migrates it, and performs every write."""
+
+    closed_error = StoreClosedError
+    closed_message = "store is closed"
 
     def __init__(
         self,
@@ -79,71 +77,17 @@ class EdgeStore(EventWrites, SyncWrites):
         synchronous: str = "NORMAL",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if synchronous not in SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
-        self.path = Path(path)
-        self._busy_timeout_ms = busy_timeout_ms
         self._clock = clock
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[EdgeReader] = []
-        self._readers_lock = threading.Lock()
-        self._closed = False
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot switch {self.path} to WAL (got {mode})")
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            # Erasure must not leave a member's rows readable in free pages.
-            conn.execute("PRAGMA secure_delete = ON")
-            self.schema_version = migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        super().__init__(
+            path, MIGRATIONS, busy_timeout_ms=busy_timeout_ms, synchronous=synchronous
+        )
 
-    def close(self) -> None:
-        """Close every reader and the writer; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for reader in readers:
-            reader.close()
-        with self._write_lock:
-            try:
-                self._conn.execute("PRAGMA optimize")
-            except sqlite3.Error:
-                logger.warning("PRAGMA optimize failed on close", exc_info=True)
-            self._conn.close()
+    def _open_reader(self) -> EdgeReader:
+        return EdgeReader(self.path, self._busy_timeout_ms)
 
-    def __enter__(self) -> EdgeStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def reader(self) -> EdgeReader:
-        """This thread's read-only connection (created on first use, closed by ``close``)."""
-        reader: EdgeReader | None = getattr(self._local, "reader", None)
-        if reader is None:
-            if self._closed:
-                raise StoreClosedError("store is closed")
-            reader = EdgeReader(self.path, self._busy_timeout_ms)
-            self._local.reader = reader
-            with self._readers_lock:
-                self._readers.append(reader)
-        return reader
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        if self._closed:
-            raise StoreClosedError("store is closed")
-        with self._write_lock, immediate_transaction(self._conn) as conn:
-            yield conn
+    # The event and sync mixins write through ``_write()``; every write is the base's
+    # ``BEGIN IMMEDIATE`` transaction under the writer lock.
+    _write = SQLiteDB.write
 
     # ------------------------------------------------------------------ reads (per thread)
 
@@ -249,10 +193,7 @@ class EdgeStore(EventWrites, SyncWrites):
                 conn.execute(f"DELETE FROM {table} WHERE subject = ?", (subject,)).rowcount
                 for table in _ERASE_TABLES
             )
-        with self._write_lock:
-            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if busy:
-            logger.warning("WAL checkpoint after erasure was blocked by a reader; retried later")
+        self.checkpoint()
         logger.info("erased member %s (%d rows)", subject, removed)
 
     # ------------------------------------------------------------------ catalog, offers

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.migrations import MIGRATIONS, Migration
-from models.sqlite_schema import apply_migrations, immediate_transaction
+from models.sqlite_db import SQLiteDB, connect_readonly
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +35,15 @@ class StorageClosedError(RuntimeError):
     """The database was closed; the hub is shutting down."""
 
 
-def _connect_readonly(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    uri = path.resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA query_only = ON")
-    return conn
+class HubDB(SQLiteDB[sqlite3.Connection]):
+    """Owner of the hub's SQLite file: opens and migrates it, hands out transactions.
 
+    The writer, its lock, the per-thread read connections, ``write()``, ``checkpoint()`` and
+    ``close()`` are the shared ``models.sqlite_db.SQLiteDB``; the hub adds its pragmas,
+    snapshot reads and the change sequence."""
 
-class HubDB:
-    """Owner of the hub's SQLite file: opens and migrates it, hands out transactions."""
+    closed_error = StorageClosedError
+    closed_message = "hub database is closed"
 
     def __init__(
         self,
@@ -57,108 +55,39 @@ class HubDB:
         synchronous: str = "NORMAL",
         cache_mb: int = 64,
     ) -> None:
-        if synchronous not in ("NORMAL", "FULL"):
-            raise ValueError("synchronous must be NORMAL or FULL")
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
-        self._busy_timeout_ms = busy_timeout_ms
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._closed = False
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot switch {self.path} to WAL (got {mode})")
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            conn.execute("PRAGMA foreign_keys = ON")
+        pragmas = (
+            "foreign_keys = ON",
             # The hub's file grows to GBs; a bigger page cache keeps index pages of the hot
             # tables (events, purchases) in memory across ingestion batches.
-            conn.execute(f"PRAGMA cache_size = {-int(cache_mb) * 1024}")
+            f"cache_size = {-int(cache_mb) * 1024}",
             # Ingestion dirties ~1000 random index pages per batch (random event ids): let the
             # WAL reach 64 MB between checkpoints so a page hit by many batches is copied
             # (and fsynced) into the database once, not once per batch.
-            conn.execute("PRAGMA wal_autocheckpoint = 16384")
-            # Erasure must not leave a member's rows readable in free pages.
-            conn.execute("PRAGMA secure_delete = ON")
-            self.schema_version = apply_migrations(conn, migrations)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+            "wal_autocheckpoint = 16384",
+        )
+        super().__init__(
+            path, migrations, busy_timeout_ms=busy_timeout_ms, synchronous=synchronous,
+            pragmas=pragmas,
+        )
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def close(self) -> None:
-        """Close readers and the writer; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for reader in readers:
-            reader.close()
-        with self._lock:
-            try:
-                self._conn.execute("PRAGMA optimize")
-            except sqlite3.Error:
-                logger.warning("PRAGMA optimize failed on close", exc_info=True)
-            self._conn.close()
-
-    def __enter__(self) -> HubDB:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _open_reader(self) -> sqlite3.Connection:
+        return connect_readonly(self.path, self._busy_timeout_ms)
 
     # ------------------------------------------------------------------ transactions
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One short ``BEGIN IMMEDIATE`` transaction on the writer connection."""
-        if self._closed:
-            raise StorageClosedError("hub database is closed")
-        with self._lock, immediate_transaction(self._conn) as conn:
-            yield conn
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise StorageClosedError("hub database is closed")
-            conn = _connect_readonly(self.path, self._busy_timeout_ms)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """This thread's read-only connection inside one read transaction: every query in
         the block sees the same snapshot (a feed page and the sequence it reports agree)."""
-        if self._closed:
-            raise StorageClosedError("hub database is closed")
-        conn = self._reader()
+        self._check_open()
+        conn = self.reader()
         conn.execute("BEGIN")
         try:
             yield conn
         finally:
             conn.execute("COMMIT")
-
-    def checkpoint(self) -> bool:
-        """Checkpoint and truncate the WAL (after an erasure, so deleted rows do not linger
-        in it). False when a reader blocked it; the next checkpoint finishes the job."""
-        if self._closed:
-            raise StorageClosedError("hub database is closed")
-        with self._lock:
-            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if busy:
-            logger.warning("WAL checkpoint was blocked by a reader; retried later")
-        return not busy
 
     # ------------------------------------------------------------------ change sequence
 
