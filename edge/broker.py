@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from edge.processes import stop_process
+
 logger = logging.getLogger(__name__)
 
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -101,13 +103,8 @@ class PrivateBroker:
         return self
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=5)
+        if self._proc is not None:
+            stop_process(self._proc, timeout=5, kill_timeout=5)
         self._proc = None
 
     def restart(self, timeout: float = 10.0) -> None:

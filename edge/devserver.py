@@ -11,13 +11,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
 import uvicorn
 
 from edge.probe import wait_until
+from edge.processes import stop_process
 
 
 class ServerThread:
@@ -55,12 +55,7 @@ class ServerThread:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -110,12 +105,7 @@ class ServiceProcess:
         """SIGTERM and wait: the graceful path systemd uses."""
         if self.proc is None:
             return None
-        self.proc.terminate()
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(10)
+        code = stop_process(self.proc, timeout)
         self.proc = None
         return code
 
