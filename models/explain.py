@@ -7,6 +7,7 @@ shown costs microseconds. Personal reasons are marked personal by their kind
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from models.customer_history import CustomerHistory
@@ -52,9 +53,12 @@ def _copurchase_partner(history: CustomerHistory, item: int, stats: ItemStats) -
 
 def explain(
     history: CustomerHistory, product_id: str, stats: ItemStats, context: Context,
-    max_reasons: int = 3,
+    max_reasons: int = 3, name_of: Callable[[str], str] | None = None,
 ) -> list[Reason]:
-    """Up to ``max_reasons`` reasons, strongest kind first (history, cycle, co-purchase...)."""
+    """Up to ``max_reasons`` reasons, strongest kind first (history, cycle, co-purchase...).
+
+    ``name_of`` turns a product id into what staff call it (the edge passes its catalog's
+    names); without it ids stay ids (offline evaluation has no names)."""
     reasons: list[Reason] = []
     pos = history.item_pos.get(product_id)
     item = stats.index.get(product_id)
@@ -71,7 +75,8 @@ def explain(
         if history.n_baskets:
             partner = _copurchase_partner(history, item, stats)
             if partner is not None and partner != product_id:
-                reasons.append(Reason("copurchase", f"often bought with {partner}"))
+                shown = name_of(partner) if name_of is not None else partner
+                reasons.append(Reason("copurchase", f"often bought with {shown}"))
         arrays = stats.arrays
         count_all = float(arrays["count"][item])
         recent = float(arrays["recent_7"][item])

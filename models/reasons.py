@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PERSONAL_KINDS = frozenset({"history", "copurchase", "category", "cycle"})
+# "member_offer": a segment-targeted offer, which reveals the segment membership.
+PERSONAL_KINDS = frozenset({"history", "copurchase", "category", "cycle", "member_offer"})
 REASON_KINDS = PERSONAL_KINDS | {"popular", "trend", "context", "offer", "zone"}
 
 
