@@ -9,52 +9,49 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
+from edge.metrics import MetricSet
 from edge.sync_plan import FEEDS
 
 
-class SyncMetrics:
+class SyncMetrics(MetricSet):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
-        self.staleness = Gauge(
+        super().__init__(registry)
+        counter, gauge = self.counter, self.gauge
+        self.staleness = gauge(
             "storeside_sync_staleness_seconds",
-            "Seconds since a hub feed was last read to its end (+Inf: never)", ["feed"],
-            registry=r,
+            "Seconds since a hub feed was last read to its end (+Inf: never)", "feed",
         )
-        self.errors = Counter(
+        self.errors = counter(
             "storeside_sync_errors_total", "Failed sync calls by job and kind of failure",
-            ["job", "error"], registry=r,
+            "job", "error",
         )
-        self.items_applied = Counter(
-            "storeside_sync_items_applied_total", "Feed items applied to the local cache",
-            ["feed"], registry=r,
+        self.items_applied = counter(
+            "storeside_sync_items_applied_total", "Feed items applied to the local cache", "feed"
         )
-        self.bad_items = Counter(
-            "storeside_sync_bad_items_total", "Feed items skipped as malformed", ["feed"],
-            registry=r,
+        self.bad_items = counter(
+            "storeside_sync_bad_items_total", "Feed items skipped as malformed", "feed"
         )
-        self.pushed = Counter(
+        self.pushed = counter(
             "storeside_outbox_pushed_total", "Outbox events the hub answered for, by answer",
-            ["result"], registry=r,
+            "result",
         )
-        self.hub_connected = Gauge(
-            "storeside_hub_connected", "1 while the last call to the hub got an answer",
-            registry=r,
+        self.hub_connected = gauge(
+            "storeside_hub_connected", "1 while the last call to the hub got an answer"
         )
-        self.erasures_applied = Counter(
-            "storeside_erasures_applied_total", "Erasures applied on this device", registry=r
+        self.erasures_applied = counter(
+            "storeside_erasures_applied_total", "Erasures applied on this device"
         )
-        self.erasure_acks_pending = Gauge(
-            "storeside_erasure_acks_pending", "Erasures applied but not yet confirmed by the hub",
-            registry=r,
+        self.erasure_acks_pending = gauge(
+            "storeside_erasure_acks_pending", "Erasures applied but not yet confirmed by the hub"
         )
-        self.announces = Counter(
+        self.announces = counter(
             "storeside_sync_announces_total", "Geofence announces to the hub, by outcome",
-            ["result"], registry=r,
+            "result",
         )
-        self.hub_keys = Gauge(
-            "storeside_sync_hub_keys", "Check-in public keys received from the hub", registry=r
+        self.hub_keys = gauge(
+            "storeside_sync_hub_keys", "Check-in public keys received from the hub"
         )
 
     def watch_staleness(self, staleness_of: Callable[[str], float | None]) -> None:
