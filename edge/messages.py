@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal, TypedDict
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -117,6 +117,7 @@ class FeedbackMsg(_Msg):
     product_id: ItemId
     action: Literal["accepted", "dismissed", "bought", "redeemed"]
     channel: Literal["staff", "app"]
+    offer_id: ItemId | None = None  # the store offer acted on (e.g. redeemed), if any
 
 
 InboundMsg = CheckinMsg | GeofenceMsg | BeaconMsg | PosBasketMsg | FeedbackMsg
@@ -236,25 +237,6 @@ def parse_inbound(
 # --------------------------------------------------------------------------- outbound
 
 
-class ReasonDict(TypedDict):
-    kind: str
-    text: str
-
-
-class SuggestionDict(TypedDict):
-    product_id: str
-    name: str
-    category: str
-    price: float
-    stock: int
-    zone: str | None
-    rank: int
-    score: float
-    relevance: float
-    reasons: list[ReasonDict]
-    allowed_by: list[str]
-
-
 TRIGGERS: Final = frozenset({"checkin", "zone_dwell", "refresh"})
 SOURCES: Final = frozenset({"model", "popular"})
 STATES: Final = frozenset({"online", "offline", "degraded"})
@@ -324,10 +306,12 @@ def build_app_offer(
     price: float,
     reasons: Sequence[Mapping[str, str]],
     offer_id: str | None = None,
+    offer: Mapping[str, Any] | None = None,
     event_id: str | None = None,
     ts: float | None = None,
 ) -> dict[str, Any]:
-    """Payload for ``<prefix>/app/<subject>/offers`` (the subject is in the topic)."""
+    """Payload for ``<prefix>/app/<subject>/offers`` (the subject is in the topic);
+    ``offer`` is the applied store offer (``edge.offers.AppliedOffer.as_dict``)."""
     return {
         **_envelope(event_id, ts),
         "visit_id": visit_id,
@@ -335,6 +319,7 @@ def build_app_offer(
         "name": name,
         "price": price,
         "offer_id": offer_id,
+        "offer": dict(offer) if offer is not None else None,
         "reasons": [dict(r) for r in reasons],
     }
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
+from models.config_checks import check_fields
 from models.reasons import Reason
 
 DROP_RULES = (
@@ -77,15 +79,10 @@ class RulesConfig:
     quiet_hours: tuple[int, int] = (21, 8)  # local hours [start, end), wraps midnight
 
     def __post_init__(self) -> None:
-        for name in ("top_n", "max_per_category_in_top"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        for name in ("max_item_shows_per_visit", "max_impressions_per_day",
-                     "max_app_offers_per_day", "max_app_offers_per_visit"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        if not math.isfinite(self.app_offer_min_relevance):
-            raise ValueError("app_offer_min_relevance must be finite")
+        check_fields(self, ("top_n", "max_per_category_in_top"), minimum=1)
+        check_fields(self, ("max_item_shows_per_visit", "max_impressions_per_day",
+                            "max_app_offers_per_day", "max_app_offers_per_visit"), minimum=0)
+        check_fields(self, ("app_offer_min_relevance",), finite=True)
         if not 0 < self.affordability_multiple < math.inf:
             raise ValueError("affordability_multiple must be > 0")
         hours = self.quiet_hours
@@ -94,17 +91,11 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
-class Suggestion:
-    product_id: str
-    name: str
-    category: str
-    price: float
-    stock: int
-    zone: str | None
-    score: float
-    relevance: float
+class Suggestion(Candidate):
+    """A candidate that passed the rules (``reasons`` cut to non-personal ones without
+    consent), with its place in the list and the consents that let it through."""
+
     rank: int
-    reasons: tuple[Reason, ...]
     allowed_by: tuple[str, ...]  # consents that allowed it ("popular": no personal data used)
 
 
@@ -161,10 +152,10 @@ def _item_rule(c: Candidate, caps: CapState, config: RulesConfig, limit: float |
 def _suggestion(c: Candidate, rank: int, personal: bool, used_spend: bool) -> Suggestion:
     reasons = c.reasons if personal else tuple(r for r in c.reasons if not r.personal)
     informed = personal and (used_spend or any(r.personal for r in reasons))
+    candidate: dict[str, Any] = {f.name: getattr(c, f.name) for f in fields(Candidate)}
     return Suggestion(
-        product_id=c.product_id, name=c.name, category=c.category, price=c.price,
-        stock=c.stock, zone=c.zone, score=c.score, relevance=c.relevance, rank=rank,
-        reasons=reasons, allowed_by=(PERSONALIZE,) if informed else (POPULAR,),
+        **{**candidate, "reasons": reasons}, rank=rank,
+        allowed_by=(PERSONALIZE,) if informed else (POPULAR,),
     )
 
 

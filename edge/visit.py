@@ -32,6 +32,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import TypeAlias
 
+from models.config_checks import check_fields
+
 CHANGE_KINDS = ("visit_started", "checked_in", "zone_dwell", "zone_left", "visit_ended")
 GEOFENCE_TRANSITIONS = ("enter", "dwell", "exit")
 _P_CHECKIN, _P_GEO_DWELL, _P_GEO_ENTER, _P_ZONE_COUNTED, _P_ZONE, _P_WEAK = (
@@ -62,15 +64,12 @@ class VisitConfig:
     def __post_init__(self) -> None:
         if not self.beacon_exit_rssi <= self.beacon_enter_rssi:
             raise ValueError("beacon_exit_rssi must be <= beacon_enter_rssi (hysteresis)")
-        for name in ("zone_min_dwell_s", "exit_grace_s", "visit_timeout_s",
-                     "zone_switch_stale_s", "beacon_enter_rssi", "beacon_exit_rssi"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or (name.endswith("_s") and value < 0):
-                raise ValueError(f"{name} must be finite and >= 0 for durations, got {value}")
+        check_fields(self, ("zone_min_dwell_s", "exit_grace_s", "visit_timeout_s",
+                            "zone_switch_stale_s"), minimum=0, finite=True)
+        check_fields(self, ("beacon_enter_rssi", "beacon_exit_rssi"), finite=True)
         if self.visit_timeout_s <= 0:
             raise ValueError("visit_timeout_s must be > 0")
-        if self.max_seen_event_ids < 1:
-            raise ValueError("max_seen_event_ids must be >= 1")
+        check_fields(self, ("max_seen_event_ids",), minimum=1)
 
 
 @dataclass(frozen=True)
