@@ -8,14 +8,18 @@ still tell two customers apart. Without ``personalize`` no profile is read at al
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from types import MappingProxyType
 from typing import Any
 
 from edge.messages import build_app_offer, build_staff_recommendation
+from edge.offers import AppliedOffer
 from edge.rules import Decision, Suggestion
 
 BIRTHDAY_WINDOW_DAYS = 3
+NO_OFFERS: Mapping[str, AppliedOffer] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,15 @@ def birthday_this_week(birthday: str | None, today: date) -> bool:
     return False
 
 
-def suggestion_dict(s: Suggestion) -> dict[str, Any]:
+def suggestion_dict(s: Suggestion, offer: AppliedOffer | None = None) -> dict[str, Any]:
+    """``price`` is the list price; with an offer, ``offer.price_after`` is what the customer
+    pays (the suggestion itself carries that price: the rules judged it)."""
     return {
         "product_id": s.product_id,
         "name": s.name,
         "category": s.category,
-        "price": round(s.price, 2),
+        "price": round(offer.list_price if offer is not None else s.price, 2),
+        "offer": offer.as_dict() if offer is not None else None,
         "stock": s.stock,
         "zone": s.zone,
         "rank": s.rank,
@@ -83,8 +90,10 @@ def staff_card(
     decision: Decision,
     profile: ProfileView | None,
     today: date,
+    offers: Mapping[str, AppliedOffer] = NO_OFFERS,
 ) -> dict[str, Any]:
-    """The staff recommendation message (MQTT) and tablet card (SSE): one payload."""
+    """The staff recommendation message (MQTT) and tablet card (SSE): one payload.
+    ``offers``: the store offer applied to each suggestion (by product id), if any."""
     shown = profile if "staff_display" in scopes else None
     return build_staff_recommendation(
         event_id=event_id,
@@ -101,7 +110,7 @@ def staff_card(
         source=source,
         model_version=model_version,
         consent=sorted(scopes),
-        suggestions=[suggestion_dict(s) for s in decision.staff],
+        suggestions=[suggestion_dict(s, offers.get(s.product_id)) for s in decision.staff],
         profile=(
             {
                 "preferences": shown.preferences,
@@ -114,16 +123,19 @@ def staff_card(
 
 
 def app_offer(
-    *, event_id: str, ts: float, visit_id: str, suggestion: Suggestion, offer_id: str | None
+    *, event_id: str, ts: float, visit_id: str, suggestion: Suggestion,
+    offer: AppliedOffer | None = None,
 ) -> dict[str, Any]:
-    """The message on the customer's own offers topic."""
+    """The message on the customer's own offers topic. ``price`` is what the customer pays
+    (after the store offer, when one applies: the app shows the customer's price)."""
     return build_app_offer(
         event_id=event_id,
         ts=ts,
         visit_id=visit_id,
         product_id=suggestion.product_id,
         name=suggestion.name,
-        price=round(suggestion.price, 2),
-        offer_id=offer_id,
+        price=offer.price_after if offer is not None else round(suggestion.price, 2),
+        offer_id=offer.offer_id if offer is not None else None,
+        offer=offer.as_dict() if offer is not None else None,
         reasons=[r.as_dict() for r in suggestion.reasons],
     )

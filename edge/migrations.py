@@ -201,7 +201,47 @@ _SYNC = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _DEVICES, _SYNC)
+# Segment-targeted offers (the offers feed's ``segment`` + ``subjects``): an offer with a row
+# in ``offer_segments`` applies only to its ``offer_subjects`` (none: to nobody); without one,
+# to everyone. Subjects sit in a table of their own with a ``subject`` column so an erasure
+# deletes them like every other row about a member. ``offers_version`` is the ranking's
+# offers cache key, bumped by triggers like ``catalog_version``: no writer can forget it.
+_OFFER_TARGETS = Migration(
+    5,
+    "segment offers: eligible subjects, offers_version",
+    (
+        """CREATE TABLE offer_segments (
+            offer_id TEXT PRIMARY KEY,
+            segment TEXT
+        ) WITHOUT ROWID""",
+        """CREATE TABLE offer_subjects (
+            offer_id TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            PRIMARY KEY (offer_id, subject)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX offer_subjects_subject ON offer_subjects(subject)",
+        "INSERT INTO meta(key, value) VALUES ('offers_version', 0)",
+        """CREATE TRIGGER offers_ins AFTER INSERT ON offers BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
+        """CREATE TRIGGER offers_upd AFTER UPDATE ON offers BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
+        # A deleted offer takes its targeting along, whoever deletes it.
+        """CREATE TRIGGER offers_del AFTER DELETE ON offers BEGIN
+            DELETE FROM offer_segments WHERE offer_id = OLD.offer_id;
+            DELETE FROM offer_subjects WHERE offer_id = OLD.offer_id;
+            UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
+        """CREATE TRIGGER offer_segments_ins AFTER INSERT ON offer_segments BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
+        """CREATE TRIGGER offer_segments_del AFTER DELETE ON offer_segments BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
+        """CREATE TRIGGER offer_subjects_ins AFTER INSERT ON offer_subjects BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
+        """CREATE TRIGGER offer_subjects_del AFTER DELETE ON offer_subjects BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

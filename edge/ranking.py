@@ -187,14 +187,17 @@ class Ranker:
         history: CustomerHistory,
         context: Context,
         source: str,
+        name_of: Callable[[str], str] | None = None,
     ) -> list[Candidate]:
-        """The same candidates with their reasons ("bought 4 times…", "popular here…")."""
+        """The same candidates with their reasons ("bought 4 times…", "popular here…");
+        ``name_of`` names the products a reason mentions (else their ids)."""
         with self._lock:
             stats, popularity = self._stats, self._popularity
         out = []
         for c in candidates:
             if source == "model":
-                reasons = tuple(explain(history, c.product_id, stats, context))
+                reasons = tuple(explain(history, c.product_id, stats, context,
+                                        name_of=name_of))
             else:
                 reasons = (POPULAR_REASON,) if popularity.get(c.product_id) else ()
             out.append(replace(c, reasons=reasons))

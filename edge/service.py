@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,10 +21,12 @@ from edge import cards
 from edge.live import LiveHub
 from edge.messages import DeadLetter
 from edge.metrics import EdgeMetrics
+from edge.offers import AppliedOffer, priced, with_offer_reasons
 from edge.ranking import Ranker
+from edge.ranking_inputs import RankingInputs
 from edge.rules import CapState, CustomerContext, Decision, Suggestion, decide
 from edge.settings import EdgeSettings
-from edge.store import CatalogItem, EdgeStore
+from edge.store import EdgeStore
 from edge.tokens import TokenRejected, TokenVerifier
 from edge.visit import (
     BeaconEvent,
@@ -87,9 +89,7 @@ class EdgeService:
         self.clock = clock
         self.topics = settings.topics()
         self._tz = ZoneInfo(settings.timezone)
-        self._by_zone: dict[str | None, list[CatalogItem]] = {}
-        self._catalog_version: int | None = None
-        self._catalog_stale = True
+        self.inputs = RankingInputs(store)
         self._last_housekeeping = 0.0
         self._last_stats = 0.0
         # Set by the hub sync: queue a geofence approach for the hub (never blocks).
@@ -160,7 +160,7 @@ class EdgeService:
             payload=msg.model_dump(mode="json"),
         )
         if applied:
-            self._catalog_stale = True  # stock went down
+            self.inputs.mark_stale()  # stock went down
         else:
             self.metrics.duplicates.labels("pos").inc()
         return applied
@@ -194,8 +194,7 @@ class EdgeService:
         """Timers: dwell thresholds, visit ends, token purge, statistics refresh."""
         now = self.clock()
         self._handle_changes(self.tracker.tick(now), now, None)
-        if self.store.catalog_version() != self._catalog_version:
-            self._catalog_stale = True  # changed by someone else (catalog sync)
+        self.inputs.notice_changes()
         if now - self._last_housekeeping >= HOUSEKEEPING_EVERY_S:
             self._last_housekeeping = now
             self.store.purge_tokens(now)
@@ -278,8 +277,15 @@ class EdgeService:
             timestamp=now, store_id=self.settings.store, utc_offset_s=int(offset.total_seconds())
         )
         ranked = self.ranker.rank(
-            history, self._in_stock(zone), context, self.settings.ranking.rules_pool
+            history, self.inputs.in_stock(zone), context, self.settings.ranking.rules_pool
         )
+        # Segment offers only for a customer whose data we may use (the hub targeted them
+        # by it); the rules judge the price after the offer (edge.offers.priced).
+        applied = self.inputs.offers(now).for_items(
+            ((c.product_id, c.category, c.price) for c in ranked.candidates),
+            visit.subject if "personalize" in scopes else None, now,
+        )
+        pool = priced(ranked.candidates, applied)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         counts = self.store.cap_counts(visit.subject, visit.visit_id, day_start)
         personal = history is not EMPTY_HISTORY
@@ -296,14 +302,14 @@ class EdgeService:
             app_offers_in_visit=counts.app_offers_in_visit,
         )
         hour = local.hour
-        chosen = decide(ranked.candidates, customer, caps, self.settings.rules, hour)
+        chosen = decide(pool, customer, caps, self.settings.rules, hour)
         # Reasons only for what the rules chose; deciding again on exactly those picks
         # the same items and lets the rules filter the reasons by consent.
         picked = {s.product_id for s in chosen.staff}
-        explained = self.ranker.explained(
-            [c for c in ranked.candidates if c.product_id in picked], history, context,
-            ranked.source,
-        )
+        explained = with_offer_reasons(self.ranker.explained(
+            [c for c in pool if c.product_id in picked], history, context, ranked.source,
+            self.inputs.name_of,
+        ), applied, now, self._tz)
         decision = replace(
             decide(explained, customer, caps, self.settings.rules, hour), dropped=chosen.dropped
         )
@@ -323,6 +329,7 @@ class EdgeService:
             decision=decision,
             profile=_profile_view(profile),
             today=local.date(),
+            offers=applied,
         )
         # Deliver first, then record: only this thread ranks, so nothing can read the
         # caps in between, and the tablet gets its card ~0.15 ms sooner.
@@ -330,7 +337,7 @@ class EdgeService:
         self.live.update_card(visit.visit_id, card)
         self._record_impressions(event_id, visit, "staff", decision.staff, now)
         self.metrics.recommendations.labels("staff", ranked.source).inc()
-        self._deliver_app_offer(visit, decision, now)
+        self._deliver_app_offer(visit, decision, now, applied)
         self.metrics.ranking_seconds.observe(time.perf_counter() - started)
         return decision
 
@@ -347,7 +354,9 @@ class EdgeService:
             items=[_impression(s) for s in shown],
         )
 
-    def _deliver_app_offer(self, visit: Visit, decision: Decision, now: float) -> None:
+    def _deliver_app_offer(
+        self, visit: Visit, decision: Decision, now: float, applied: Mapping[str, AppliedOffer]
+    ) -> None:
         if decision.app_offer is None:
             self.metrics.app_offers_blocked.labels(decision.app_offer_blocked or "none").inc()
             return
@@ -357,25 +366,11 @@ class EdgeService:
             ts=now,
             visit_id=visit.visit_id,
             suggestion=decision.app_offer,
-            offer_id=None,
+            offer=applied.get(decision.app_offer.product_id),
         )
         self.publish(self.topics.app_offers(visit.subject), offer, 1, False)
         self._record_impressions(event_id, visit, "app", (decision.app_offer,), now)
         self.metrics.recommendations.labels("app", "model").inc()
-
-    def _in_stock(self, zone: str | None) -> list[CatalogItem]:
-        """In-stock items (of the zone when given), cached until stock or catalog change:
-        POS baskets on this thread mark it stale, the tick notices outside changes."""
-        if self._catalog_stale:
-            self._catalog_stale = False
-            self._catalog_version = self.store.catalog_version()
-            in_stock = [item for item in self.store.catalog() if item.stock > 0]
-            by_zone: dict[str | None, list[CatalogItem]] = {None: in_stock}
-            for item in in_stock:
-                if item.zone is not None:  # None is the whole list itself: no self-append
-                    by_zone.setdefault(item.zone, []).append(item)
-            self._by_zone = by_zone
-        return self._by_zone.get(zone) or self._by_zone[None]
 
 
 def _profile_view(profile: Any) -> cards.ProfileView | None:

@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ERASE_TABLES = ("profiles", "purchases", "aggregates", "impressions", "feedback", "visits",
-                 "outbox")
+                 "outbox", "offer_subjects")
 
 
 class StoreClosedError(RuntimeError):

@@ -14,6 +14,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from edge.offers import OfferBook, book_from_rows
 from edge.store_rows import (
     DISMISSED,
     Aggregates,
@@ -155,6 +156,32 @@ class EdgeReader:
             (now, now),
         ).fetchall()
         return [Offer(*row) for row in rows]
+
+    def offers_version(self) -> int:
+        """Bumped by triggers on every change of offers or their targeting (migration 5)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'offers_version'").fetchone()
+        return int(row[0])
+
+    def offer_book(self, now: float) -> tuple[int, OfferBook]:
+        """Offers not yet over at ``now`` (incl. future ones: the book checks the window on
+        every use), with the subjects of segment offers, and the ``offers_version`` they
+        are as of; one snapshot."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            version = int(conn.execute(
+                "SELECT value FROM meta WHERE key = 'offers_version'").fetchone()[0])
+            rows = conn.execute(
+                "SELECT offer_id, product_id, category, discount_pct, valid_from, valid_to "
+                "FROM offers WHERE valid_to > ?", (now,)
+            ).fetchall()
+            targeted = [r[0] for r in conn.execute("SELECT offer_id FROM offer_segments")]
+            subjects: dict[str, list[str]] = {}
+            for offer_id, subject in conn.execute("SELECT offer_id, subject FROM offer_subjects"):
+                subjects.setdefault(offer_id, []).append(subject)
+        finally:
+            conn.execute("COMMIT")
+        return version, book_from_rows(rows, subjects, targeted)
 
     # ------------------------------------------------------------------ visits, caps
 

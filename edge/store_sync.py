@@ -126,7 +126,8 @@ class SyncWrites:
                 if extra:
                     _aggregates_with_pending(conn, u, extra, now)
             gone = [(r.key,) for r in removals]
-            for table in ("profiles", "aggregates"):
+            # a member the store no longer holds is no longer targeted here either
+            for table in ("profiles", "aggregates", "offer_subjects"):
                 conn.executemany(f"DELETE FROM {table} WHERE subject = ?", gone)
             conn.executemany("UPDATE purchases SET subject = NULL WHERE subject = ?", gone)
             self._save_cursor(conn, "profiles", cursor, done_at, len(upserts) + len(removals))
@@ -166,12 +167,29 @@ class SyncWrites:
         cursor: str,
         done_at: float | None,
     ) -> int:
+        """Offers + the subjects of segment offers; an upsert replaces an offer's targeting,
+        a delete takes it along (trigger). The triggers bump ``offers_version``, the
+        ranking's offers cache key."""
+        ids = [(o.offer_id,) for o in upserts]
         with self._write() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO offers(offer_id, product_id, category, discount_pct, "
-                "valid_from, valid_to) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO offers(offer_id, product_id, category, discount_pct, "
+                "valid_from, valid_to) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(offer_id) DO UPDATE "
+                "SET product_id = excluded.product_id, category = excluded.category, "
+                "discount_pct = excluded.discount_pct, valid_from = excluded.valid_from, "
+                "valid_to = excluded.valid_to",
                 [(o.offer_id, o.product_id, o.category, o.discount_pct, o.valid_from,
                   o.valid_to) for o in upserts],
+            )
+            conn.executemany("DELETE FROM offer_segments WHERE offer_id = ?", ids)
+            conn.executemany("DELETE FROM offer_subjects WHERE offer_id = ?", ids)
+            conn.executemany(
+                "INSERT INTO offer_segments(offer_id, segment) VALUES (?, ?)",
+                [(o.offer_id, o.segment) for o in upserts if o.subjects is not None],
+            )
+            conn.executemany(
+                "INSERT INTO offer_subjects(offer_id, subject) VALUES (?, ?)",
+                [(o.offer_id, s) for o in upserts if o.subjects for s in o.subjects],
             )
             conn.executemany("DELETE FROM offers WHERE offer_id = ?", [(r.key,) for r in removals])
             self._save_cursor(conn, "offers", cursor, done_at, len(upserts) + len(removals))

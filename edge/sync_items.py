@@ -153,6 +153,9 @@ class OfferUpsert:
     discount_pct: float
     valid_from: float
     valid_to: float
+    segment: str | None = None
+    # None: for every customer; a tuple (maybe empty): only these subjects (segment offer)
+    subjects: tuple[str, ...] | None = None
 
 
 def offer_change(item: Mapping[str, Any]) -> OfferUpsert | Removal:
@@ -169,12 +172,28 @@ def offer_change(item: Mapping[str, Any]) -> OfferUpsert | Removal:
         discount_pct=_number(item.get("discount_pct"), "discount_pct"),
         valid_from=_instant(item.get("valid_from"), "valid_from"),
         valid_to=_instant(item.get("valid_to"), "valid_to"),
+        segment=_optional_text(item.get("segment"), "segment"),
+        subjects=_subjects(item),
     )
     if offer.product_id is None and offer.category is None:
         raise BadItem("an offer needs a product_id or a category")
     if not 0 <= offer.discount_pct <= 100 or not offer.valid_from < offer.valid_to:
         raise BadItem("discount_pct must be 0..100 and valid_from before valid_to")
     return offer
+
+
+def _subjects(item: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The hub's eligible subjects of a segment offer. The key decides: absent = everyone,
+    present = only those listed; a segment offer without the list is refused rather than
+    offered to everyone."""
+    if "subjects" not in item:
+        if item.get("segment") is not None:
+            raise BadItem("a segment offer needs its subjects")
+        return None
+    subjects = item["subjects"]
+    if not isinstance(subjects, list):
+        raise BadItem("subjects must be a list")
+    return tuple(sorted({_text(s, "subject") for s in subjects}))
 
 
 @dataclass(frozen=True, slots=True)
