@@ -85,16 +85,10 @@ class PTopFreq:
         return personal_ranking(user)[:k]
 
 
-class GPTopFreq:
-    """P-TopFreq, then filled up with G-TopFreq."""
+class GPTopFreq(GTopFreq):
+    """P-TopFreq, then filled up with G-TopFreq (whose fit it shares)."""
 
     name = "gp-topfreq"
-
-    def __init__(self) -> None:
-        self._popular: list[str] = []
-
-    def fit(self, dataset: NBRDataset, fold: Fold) -> None:
-        self._popular = popularity_ranking(dataset)
 
     def recommend(self, user: UserSequence, k: int) -> list[str]:
         out = personal_ranking(user)[:k]

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.bundle import sha256_of
 from models.nbr import Fold, NBRDataset, UserSequence
 from models.tafeng_matching import Matching, recover
 from models.transactions import Transaction, load_tafeng
@@ -97,14 +98,6 @@ class RealityCheck:
     dataset: NBRDataset
     ids: RealityCheckIds
     verification: dict[str, int | float]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _inputs(data_dir: Path) -> list[Path]:
@@ -291,7 +284,7 @@ def build_reality_check(data_dir: Path | None = None, *, causal: bool = False) -
 def cache_key(data_dir: Path) -> str:
     digest = hashlib.sha256(PROTOCOL_VERSION.encode())
     for path in _inputs(data_dir):
-        digest.update(_sha256(path).encode())
+        digest.update(sha256_of(path).encode())
     return digest.hexdigest()[:16]
 
 
