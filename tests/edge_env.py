@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.broker import free_port
+import pytest
+
+from edge.broker import PrivateBroker, free_port
 from edge.devices import pair_device
+from edge.devtools import EmbeddedEdge
 from edge.seed import SeedSummary, seed_store
 from edge.settings import (
     EdgeSettings,
@@ -129,3 +133,20 @@ def make_env(
         settings, private_key_pem(signing), summary, Topics(CHAIN, STORE),
         tablet_token=pair_device(db, "test tablet"),
     )
+
+
+def edge_fixtures(**make_kwargs: Any) -> tuple[Callable[..., EdgeEnv], Callable[..., Any]]:
+    """The ``env`` (a seeded store, ``make_env(**make_kwargs)``, on the session broker) and
+    ``edge`` (that env served in-process) fixtures of a test module that runs one edge:
+    ``env, edge = edge_fixtures(n_products=120)``."""
+
+    @pytest.fixture()
+    def env(tmp_path: Path, tafeng_zip: Path, broker: PrivateBroker) -> EdgeEnv:
+        return make_env(tmp_path, tafeng_zip, broker.port, **make_kwargs)
+
+    @pytest.fixture()
+    def edge(env: EdgeEnv) -> Iterator[EmbeddedEdge]:
+        with EmbeddedEdge(env.settings) as running:
+            yield running
+
+    return env, edge

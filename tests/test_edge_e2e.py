@@ -6,7 +6,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,22 +16,14 @@ from edge.devtools import EmbeddedEdge, MqttProbe, Received, wait_until
 from edge.rules import RulesConfig
 from edge.settings import RankingSettings
 from hub.tokens import generate_signing_key, private_key_pem
-from tests.edge_env import EdgeEnv, make_env, new_id
+from tests.edge_env import EdgeEnv, edge_fixtures, make_env, new_id
 
 # Offers at any hour and any relevance: these tests are about consent and delivery; the
 # threshold and quiet hours themselves are covered by the rules' unit tests.
 NO_QUIET_HOURS = RulesConfig(quiet_hours=(0, 0), app_offer_min_relevance=0.0)
 
 
-@pytest.fixture()
-def env(tmp_path: Path, tafeng_zip: Path, broker: PrivateBroker) -> EdgeEnv:
-    return make_env(tmp_path, tafeng_zip, broker.port, rules=NO_QUIET_HOURS)
-
-
-@pytest.fixture()
-def edge(env: EdgeEnv) -> Iterator[EmbeddedEdge]:
-    with EmbeddedEdge(env.settings) as running:
-        yield running
+env, edge = edge_fixtures(rules=NO_QUIET_HOURS)
 
 
 @pytest.fixture()

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
-from edge.broker import PrivateBroker
 from edge.devices import list_devices, revoke_device
 from edge.devtools import EmbeddedEdge, wait_until
 from hub.tokens import generate_signing_key, private_key_pem
-from tests.edge_env import EdgeEnv, make_env
+from tests.edge_env import EdgeEnv, edge_fixtures
 from tests.qr_images import encode, no_qr_frame, qr_frame
 
 PROTECTED = [
@@ -26,15 +22,7 @@ PROTECTED = [
 ]
 
 
-@pytest.fixture()
-def env(tmp_path: Path, tafeng_zip: Path, broker: PrivateBroker) -> EdgeEnv:
-    return make_env(tmp_path, tafeng_zip, broker.port, n_products=120, n_members=12)
-
-
-@pytest.fixture()
-def edge(env: EdgeEnv) -> Iterator[EmbeddedEdge]:
-    with EmbeddedEdge(env.settings) as running:
-        yield running
+env, edge = edge_fixtures(n_products=120, n_members=12)
 
 
 def qr_post(edge: EmbeddedEdge, env: EdgeEnv, data: bytes, **kwargs) -> httpx.Response:

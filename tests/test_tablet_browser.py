@@ -19,8 +19,8 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 
 from edge.broker import PrivateBroker
 from edge.devices import list_devices, revoke_device
-from edge.devtools import EdgeProcess, EmbeddedEdge, MqttProbe, wait_until
-from tests.edge_env import EdgeEnv, make_env
+from edge.devtools import EdgeProcess, MqttProbe, wait_until
+from tests.edge_env import EdgeEnv, edge_fixtures
 from tests.qr_images import no_qr_frame, qr_frame
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,15 +44,7 @@ def browser(pw: Playwright) -> Iterator[Browser]:
     launched.close()
 
 
-@pytest.fixture()
-def env(tmp_path: Path, tafeng_zip: Path, broker: PrivateBroker) -> EdgeEnv:
-    return make_env(tmp_path, tafeng_zip, broker.port, n_products=150, n_members=16)
-
-
-@pytest.fixture()
-def edge(env: EdgeEnv) -> Iterator[EmbeddedEdge]:
-    with EmbeddedEdge(env.settings) as running:
-        yield running
+env, edge = edge_fixtures(n_products=150, n_members=16)
 
 
 @pytest.fixture()
