@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +23,9 @@ MEMBER_COLUMNS = (
     "loyalty_number", "first_name", "last_name", "email", "birthday", "tier", "home_store",
     "sizes", "brands", "consent_personalize", "consent_staff_display", "consent_app_offers",
 )
+# Every table an erasure must leave without a row of the member (checked on each edge).
+ERASED_TABLES = ("profiles", "purchases", "aggregates", "impressions", "feedback", "visits",
+                 "outbox")
 # Fast enough for tests, same code paths as the defaults.
 QUICK_LINK = {"poll_interval_s": 0.2, "push_interval_s": 0.2, "backoff_initial_s": 0.1,
               "backoff_max_s": 0.5, "timeout_s": 2.0}
@@ -98,3 +102,12 @@ def wait_status(edge_url: str, predicate: Any, timeout: float = 15.0) -> dict[st
 
     result: dict[str, Any] = wait_until(check, timeout, interval=0.05)
     return result
+
+
+def db_rows(db: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Rows of a hub or edge SQLite file, read-only (never writes beside the running process)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()

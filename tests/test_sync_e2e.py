@@ -8,7 +8,6 @@ it serves waits for the hub.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +21,9 @@ from edge.topics import Topics
 from hub.devtools import EmbeddedHub, HubProcess, hub_settings
 from tests.sync_env import (
     CHAIN,
+    ERASED_TABLES,
     checkin_token,
+    db_rows,
     edge_settings,
     import_members,
     list_products,
@@ -38,16 +39,6 @@ PRODUCTS = [
 ]
 ANA = {"loyalty_number": "L-1001", "first_name": "Ana", "tier": "gold", "home_store": "s001"}
 BEN = {"loyalty_number": "L-1002", "first_name": "Ben", "tier": "silver", "home_store": "s002"}
-ERASE_TABLES = ("profiles", "purchases", "aggregates", "impressions", "feedback", "visits",
-                "outbox")
-
-
-def hub_rows(db: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def test_hub_changes_reach_the_edge(tmp_path: Path, broker: PrivateBroker) -> None:
@@ -104,7 +95,7 @@ def test_hub_changes_reach_the_edge(tmp_path: Path, broker: PrivateBroker) -> No
             metrics = httpx.get(f"{edge.url}/metrics").text
             assert 'storeside_sync_staleness_seconds{feed="profiles"}' in metrics
             # the hub sees the store's heartbeat (what the hub page shows)
-            beat = wait_until(lambda: hub_rows(
+            beat = wait_until(lambda: db_rows(
                 settings[0].db_path, "SELECT state, outbox_pending, feeds FROM store_status "
                 "WHERE store_id = 's001'"), 10)
             assert beat[0][0] in ("online", "degraded") and '"profiles"' in str(beat[0][2])
@@ -131,7 +122,7 @@ def test_pos_events_reach_the_hub_exactly_once_across_an_outage(
             for basket in sent:
                 assert httpx.post(f"{edge.url}/v1/pos", json=basket).status_code == 202
             wait_status(edge.url, lambda s: s["outbox_pending"] == 0)
-            assert len(hub_rows(hub_db, "SELECT 1 FROM events WHERE kind = 'pos_basket'")) == 3
+            assert len(db_rows(hub_db, "SELECT 1 FROM events WHERE kind = 'pos_basket'")) == 3
 
             hub.stop()
             offline = [pos_basket(ana if i % 2 else None, [("p2", 2, 3.0)]) for i in range(20)]
@@ -150,21 +141,21 @@ def test_pos_events_reach_the_hub_exactly_once_across_an_outage(
             hub.start()  # same port, same DB
             wait_status(edge.url, lambda s: s["outbox_pending"] == 0 and s["hub_connected"]
                         and not s["sync_stale"], timeout=20)
-            pos_ids = [r[0] for r in hub_rows(
+            pos_ids = [r[0] for r in db_rows(
                 hub_db, "SELECT event_id FROM events WHERE kind = 'pos_basket'")]
             assert sorted(pos_ids) == sorted(b["event_id"] for b in sent + offline)
             baskets_of_ana = 3 + sum(1 for b in offline if b["subject"] == ana)
-            assert hub_rows(hub_db, "SELECT baskets FROM aggregates WHERE subject = ?",
-                            ana) == [(baskets_of_ana,)]
+            assert db_rows(hub_db, "SELECT baskets FROM aggregates WHERE subject = ?",
+                           ana) == [(baskets_of_ana,)]
 
             # a batch sent again (its answer lost) is answered as duplicates: no effect
             for basket in sent + offline[:5]:
                 store.enqueue_outbox(basket["event_id"], "pos_basket", basket,
                                      subject=basket["subject"])
             wait_status(edge.url, lambda s: s["outbox_pending"] == 0)
-            assert len(hub_rows(hub_db, "SELECT 1 FROM events WHERE kind = 'pos_basket'")) == 23
-            assert hub_rows(hub_db, "SELECT baskets FROM aggregates WHERE subject = ?",
-                            ana) == [(baskets_of_ana,)]
+            assert len(db_rows(hub_db, "SELECT 1 FROM events WHERE kind = 'pos_basket'")) == 23
+            assert db_rows(hub_db, "SELECT baskets FROM aggregates WHERE subject = ?",
+                           ana) == [(baskets_of_ana,)]
             metrics = httpx.get(f"{edge.url}/metrics").text
             assert 'storeside_outbox_pushed_total{result="duplicate"} 8.0' in metrics
             # the member's own baskets are part of the profile the hub sends back
@@ -207,13 +198,13 @@ def test_erasure_reaches_the_edge_and_the_hub_sees_the_ack(
 
             wait_until(acked, 15)
             db = edge_cfg.db_path
-            for table in ERASE_TABLES:
-                rows = hub_rows(db, f"SELECT COUNT(*) FROM {table} WHERE subject = ?", ana)
+            for table in ERASED_TABLES:
+                rows = db_rows(db, f"SELECT COUNT(*) FROM {table} WHERE subject = ?", ana)
                 assert rows == [(0,)], table
             assert not any(card["subject"] == ana for card in edge.app.state.live.snapshot())
             assert edge.runtime.service.tracker.get(ana) is None
-            receipts = hub_rows(db, "SELECT erasure_id, acked_at IS NOT NULL "
-                                "FROM erasure_receipts")
+            receipts = db_rows(db, "SELECT erasure_id, acked_at IS NOT NULL "
+                               "FROM erasure_receipts")
             assert receipts == [(erasure_id, 1)]
             pending = hub.admin().get(f"/v1/erasures/{erasure_id}").json()["pending"]
             assert pending == ["s002"]  # the other store has not run an edge here
@@ -261,8 +252,8 @@ def test_batches_the_hub_cannot_take_are_split_and_bad_events_dropped(
                                  subject=ana)
             edge.runtime.sync.pusher.resume()  # push now
             wait_status(edge.url, lambda s: s["outbox_pending"] == 0)
-            stored = hub_rows(settings[0].db_path,
-                              "SELECT event_id FROM events WHERE kind = 'pos_basket'")
+            stored = db_rows(settings[0].db_path,
+                             "SELECT event_id FROM events WHERE kind = 'pos_basket'")
             assert sorted(r[0] for r in stored) == sorted(b["event_id"] for b in baskets)
             metrics = httpx.get(f"{edge.url}/metrics").text
             assert 'storeside_outbox_pushed_total{result="refused"} 1.0' in metrics

@@ -9,7 +9,6 @@ every basket reaches the hub exactly once.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from edge.probe import wait_until
 from hub.devtools import HubProcess, hub_settings
 from tests.sync_env import (
     CHAIN,
+    ERASED_TABLES,
+    db_rows,
     edge_settings,
     import_members,
     list_products,
@@ -36,25 +37,15 @@ PRODUCTS = [
     for i in range(1, 9)
 ]
 ANA = {"loyalty_number": "L-2001", "first_name": "Ana", "tier": "gold", "home_store": "s001"}
-ERASED_TABLES = ("profiles", "purchases", "aggregates", "impressions", "feedback", "visits",
-                 "outbox")
-
-
-def rows(db: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def first_name(db: Path, subject: str) -> object:
-    found = rows(db, "SELECT first_name FROM profiles WHERE subject = ?", subject)
+    found = db_rows(db, "SELECT first_name FROM profiles WHERE subject = ?", subject)
     return found[0][0] if found else None
 
 
 def baskets(db: Path, subject: str) -> object:
-    found = rows(db, "SELECT baskets FROM aggregates WHERE subject = ?", subject)
+    found = db_rows(db, "SELECT baskets FROM aggregates WHERE subject = ?", subject)
     return found[0][0] if found else None
 
 
@@ -100,15 +91,15 @@ def test_two_stores_follow_the_hub_and_report_back(
     assert answer.status_code == 202, answer.text
     wait_until(lambda: baskets(db["s001"], ana) == 1, 20)
     wait_until(lambda: first_name(db["s002"], ana) == "Ana", 20)
-    assert rows(hub_db, "SELECT COUNT(*) FROM events WHERE event_id = ?",
-                basket["event_id"]) == [(1,)]
+    assert db_rows(hub_db, "SELECT COUNT(*) FROM events WHERE event_id = ?",
+                   basket["event_id"]) == [(1,)]
     # the same basket sent again (a till retrying) changes nothing anywhere
     again = httpx.post(f"{edges['s002'].url}/v1/pos", json=basket, timeout=10)
     assert again.status_code == 202 and again.json()["duplicate"] is True
-    wait_until(lambda: rows(db["s002"], "SELECT COUNT(*) FROM outbox") == [(0,)], 20)
-    assert rows(hub_db, "SELECT COUNT(*) FROM events WHERE event_id = ?",
-                basket["event_id"]) == [(1,)]
-    assert rows(hub_db, "SELECT baskets FROM aggregates WHERE subject = ?", ana) == [(1,)]
+    wait_until(lambda: db_rows(db["s002"], "SELECT COUNT(*) FROM outbox") == [(0,)], 20)
+    assert db_rows(hub_db, "SELECT COUNT(*) FROM events WHERE event_id = ?",
+                   basket["event_id"]) == [(1,)]
+    assert db_rows(hub_db, "SELECT baskets FROM aggregates WHERE subject = ?", ana) == [(1,)]
 
     # A change made at the hub (CRM re-import) reaches both stores.
     import_members(hub.admin(), [{**ANA, "first_name": "Anabel", "tier": "platinum"}])
@@ -128,11 +119,11 @@ def test_two_stores_follow_the_hub_and_report_back(
     assert hub.admin().get(f"/v1/erasures/{erasure_id}").json()["pending"] == []
     for store in STORES:
         for table in ERASED_TABLES:
-            assert rows(db[store], f"SELECT COUNT(*) FROM {table} WHERE subject = ?",
-                        ana) == [(0,)], (store, table)
+            assert db_rows(db[store], f"SELECT COUNT(*) FROM {table} WHERE subject = ?",
+                           ana) == [(0,)], (store, table)
     # a late basket of hers from a till is accepted locally but refused by the hub for good
     late = pos_basket(ana, [("p1", 1, 3.0)])
     assert httpx.post(f"{edges['s001'].url}/v1/pos", json=late, timeout=10).status_code == 202
-    wait_until(lambda: rows(db["s001"], "SELECT COUNT(*) FROM outbox") == [(0,)], 20)
-    assert rows(hub_db, "SELECT COUNT(*) FROM events WHERE event_id = ?",
-                late["event_id"]) == [(0,)]
+    wait_until(lambda: db_rows(db["s001"], "SELECT COUNT(*) FROM outbox") == [(0,)], 20)
+    assert db_rows(hub_db, "SELECT COUNT(*) FROM events WHERE event_id = ?",
+                   late["event_id"]) == [(0,)]
