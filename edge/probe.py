@@ -12,9 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
+
+T = TypeVar("T")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
@@ -27,6 +29,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def wait_for_item(
+    cond: threading.Condition, items: list[T], predicate: Callable[[T], bool], timeout: float
+) -> T:
+    """First of ``items`` matching ``predicate``, waiting on ``cond`` (notified by whoever
+    appends to ``items`` under it) up to ``timeout`` s; TimeoutError if none arrives."""
+    deadline = time.monotonic() + timeout
+    with cond:
+        while True:
+            for item in items:
+                if predicate(item):
+                    return item
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no matching message received")
+            cond.wait(remaining)
 
 
 @dataclass
@@ -115,16 +134,7 @@ class MqttProbe:
         self, predicate: Callable[[Received], bool], timeout: float = 5.0
     ) -> Received:
         """First received message matching ``predicate`` (already received counts)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for item in self.received:
-                    if predicate(item):
-                        return item
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("no matching message received")
-                self._cond.wait(remaining)
+        return wait_for_item(self._cond, self.received, predicate, timeout)
 
     def matching(self, predicate: Callable[[Received], bool]) -> list[Received]:
         with self._cond:

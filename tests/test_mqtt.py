@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from edge.dispatch import Dispatcher
 from edge.messages import Inbound
 from edge.metrics import EdgeMetrics
 from edge.mqtt import MqttBridge, MqttConnectError
-from edge.probe import wait_until
+from edge.probe import wait_for_item, wait_until
 from edge.topics import Topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,16 +79,7 @@ class Client:
 
     def wait_for(self, predicate: Callable[[mqtt.MQTTMessage], bool],
                  timeout: float = 5.0) -> mqtt.MQTTMessage:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for msg in self.messages:
-                    if predicate(msg):
-                        return msg
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("no matching message")
-                self._cond.wait(remaining)
+        return wait_for_item(self._cond, self.messages, predicate, timeout)
 
     def close(self) -> None:
         self.client.disconnect()
