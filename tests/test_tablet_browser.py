@@ -267,3 +267,40 @@ def test_qr_check_in_from_a_photo_when_there_is_no_camera(edge, env, tmp_path, p
     page.set_input_files("#scan-file", str(blank))
     expect(page.locator("#scan-status")).to_contain_text("No QR code found", timeout=5_000)
     expect(page.locator("#scan")).to_have_attribute("open", "")
+
+
+def test_an_offer_shows_as_a_badge_with_the_price_after_it(edge, env, probe, page) -> None:
+    """Every category on 15% off (the seed's product offers may beat it on a few items):
+    each suggestion shows its offer's badge, the list price struck through and the price
+    after; a staff tap on an offered item names the offer for the hub."""
+    from edge.sync_items import OfferUpsert
+
+    store = edge.runtime.store
+    now = time.time()
+    categories = sorted({i.category for i in store.catalog() if i.category})
+    store.apply_offers_page([OfferUpsert(f"cat-{c}", None, c, 15.0, now - 60, now + 3600)
+                             for c in categories], [], cursor="0", done_at=None)
+    subject = env.seed.subjects[7]
+    open_paired(page, edge.url, env)
+    check_in(env, probe, subject)
+    shown = card(page, subject)
+    expect(shown.locator(".sug")).to_have_count(5, timeout=5_000)
+    visit_id = shown.get_attribute("data-visit-id")
+    latest = httpx.get(f"{edge.url}/v1/visits/{visit_id}/recommendations",
+                       headers=env.tablet).json()
+    for s in latest["suggestions"]:
+        row = shown.locator(f'.sug[data-product-id="{s["product_id"]}"]')
+        pct = f"{s['offer']['discount_pct']:g}%"
+        expect(row.locator(".offer-badge")).to_have_text(f"−{pct}")
+        expect(row.locator(".was")).to_have_css("text-decoration-line", "line-through")
+        assert float(row.locator(".was").inner_text().replace(",", "")) == s["price"]
+        assert float(row.locator(".now").inner_text().replace(",", "")) == \
+            s["offer"]["price_after"]
+        expect(row.locator(".sug-reason")).to_contain_text(f"{pct} off until")
+
+    first = latest["suggestions"][0]
+    shown.locator(f'.sug[data-product-id="{first["product_id"]}"] '
+                  "button[data-action=bought]").click()
+    tapped = wait_until(lambda: [e for e in store.outbox_pending(5000) if e.kind == "feedback"
+                                 and e.payload["product_id"] == first["product_id"]], 5)
+    assert tapped[0].payload["offer_id"] == first["offer"]["offer_id"]

@@ -19,6 +19,7 @@
     history: "Bought before", copurchase: "Often bought together",
     category: "Favourite category", cycle: "Due again", popular: "Popular in this store",
     trend: "Trending", context: "Time of day", offer: "Offer", zone: "In this zone",
+    member_offer: "Member offer",
   };
   const CONSENT_TEXT = {
     personalize: "Personalised: the customer consented to the use of their purchase history.",
@@ -224,7 +225,7 @@
     if (s.zone) sub.append(` · ${pretty(s.zone)}`);
     sub.append(" · ");
     sub.append(s.stock <= 3 ? el("span", "low", `only ${s.stock} left`) : el("span", "ok", `${s.stock} in stock`));
-    node.querySelector(".sug-price").textContent = money.format(s.price);
+    renderPrice(node, s);
     const reasons = s.reasons || [];
     node.querySelector(".sug-reason").textContent = reasons.slice(0, 2).map((r) => r.text).join(" · ");
 
@@ -257,6 +258,17 @@
     return node;
   }
 
+  // A store offer: a badge, the list price struck through, the price the customer pays.
+  function renderPrice(node, s) {
+    const box = node.querySelector(".sug-price");
+    if (!s.offer) { box.textContent = money.format(s.price); return; }
+    node.classList.add("offered");
+    const pct = `${Math.round(s.offer.discount_pct * 10) / 10}%`;
+    box.replaceChildren(el("span", "offer-badge", `−${pct}`), el("s", "was", money.format(s.price)),
+      el("span", "now", money.format(s.offer.price_after)));
+    box.title = `Offer ${s.offer.offer_id}: ${pct} off`;
+  }
+
   // ---------------------------------------------------------------- feedback
   function newId() {
     const bytes = new Uint8Array(16);
@@ -271,6 +283,7 @@
       v: 1, event_id: newId(), ts: Date.now() / 1000, subject: card.subject,
       visit_id: card.visit_id, product_id: s.product_id, action, channel: "staff",
     };
+    if (s.offer) body.offer_id = s.offer.offer_id; // the hub learns which offer it was
     try {
       const r = await fetch("/v1/feedback", {
         method: "POST", headers: { "Content-Type": "application/json" },
