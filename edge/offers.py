@@ -85,8 +85,8 @@ def discounted(price: float, discount_pct: float) -> float:
     return max(0.0, min(price, round(price * (100.0 - pct) / 100.0, 2)))
 
 
-def _rank_key(offer: StoreOffer, product_match: bool) -> tuple[int, float, float, str]:
-    return (0 if product_match else 1, -offer.discount_pct, offer.valid_to, offer.offer_id)
+def _rank_key(offer: StoreOffer) -> tuple[float, float, str]:
+    return (-offer.discount_pct, offer.valid_to, offer.offer_id)
 
 
 class OfferBook:
@@ -105,6 +105,8 @@ class OfferBook:
                 self.by_product.setdefault(offer.product_id, []).append(offer)
             elif offer.category is not None:
                 self.by_category.setdefault(offer.category, []).append(offer)
+        for group in (*self.by_product.values(), *self.by_category.values()):
+            group.sort(key=_rank_key)  # best first: the first one that applies wins
         self.size = count
 
     def __len__(self) -> int:
@@ -124,19 +126,16 @@ class OfferBook:
         rule, ``hub.offers.applies``).
         """
         chosen: StoreOffer | None = None
-        key: tuple[int, float, float, str] | None = None
         for offer in self.by_product.get(product_id, ()):
             if (offer.category is None or offer.category == category) and \
                     offer.valid_at(now) and offer.open_to(subject):
-                k = _rank_key(offer, True)
-                if key is None or k < key:
-                    chosen, key = offer, k
+                chosen = offer
+                break
         if chosen is None and category is not None:
             for offer in self.by_category.get(category, ()):
                 if offer.valid_at(now) and offer.open_to(subject):
-                    k = _rank_key(offer, False)
-                    if key is None or k < key:
-                        chosen, key = offer, k
+                    chosen = offer
+                    break
         if chosen is None or not (math.isfinite(price) and price >= 0):
             return None
         return AppliedOffer(
