@@ -143,11 +143,11 @@ class EdgeReader:
         ).fetchall()
         return [CatalogItem(*row) for row in rows]
 
+    def _meta(self, key: str) -> int:
+        return int(self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
     def catalog_version(self) -> int:
-        row = self._conn.execute(
-            "SELECT value FROM meta WHERE key = 'catalog_version'"
-        ).fetchone()
-        return int(row[0])
+        return self._meta("catalog_version")
 
     def active_offers(self, now: float) -> list[Offer]:
         rows = self._conn.execute(
@@ -159,8 +159,7 @@ class EdgeReader:
 
     def offers_version(self) -> int:
         """Bumped by triggers on every change of offers or their targeting (migration 5)."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'offers_version'").fetchone()
-        return int(row[0])
+        return self._meta("offers_version")
 
     def offer_book(self, now: float) -> tuple[int, OfferBook]:
         """Offers not yet over at ``now`` (incl. future ones: the book checks the window on
@@ -169,8 +168,7 @@ class EdgeReader:
         conn = self._conn
         conn.execute("BEGIN")
         try:
-            version = int(conn.execute(
-                "SELECT value FROM meta WHERE key = 'offers_version'").fetchone()[0])
+            version = self._meta("offers_version")
             rows = conn.execute(
                 "SELECT offer_id, product_id, category, discount_pct, valid_from, valid_to "
                 "FROM offers WHERE valid_to > ?", (now,)

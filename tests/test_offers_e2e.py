@@ -19,6 +19,7 @@ from edge.rules import RulesConfig
 from edge.store import EdgeStore
 from edge.sync_items import OfferUpsert, Removal
 from tests.edge_env import EdgeEnv, make_env, new_id
+from tests.test_edge_e2e import check_in as checked_in
 
 # Offers at any hour and relevance, and caps loose enough for a few re-rankings per visit:
 # these tests are about which offer shows, not about the caps (tests/test_rules.py).
@@ -74,9 +75,8 @@ def card_after(probe: MqttProbe, subject: str, cause: str) -> dict[str, Any]:
 
 
 def check_in(env: EdgeEnv, probe: MqttProbe, subject: str, **token: Any) -> dict[str, Any]:
-    payload = env.checkin_payload(subject, **token)
-    probe.publish(env.topics.checkin(subject), payload)
-    return card_after(probe, subject, payload["event_id"])
+    card: dict[str, Any] = checked_in(env, probe, subject, **token).payload
+    return card
 
 
 def rerank(env: EdgeEnv, probe: MqttProbe, card: dict[str, Any]) -> dict[str, Any]:
