@@ -18,7 +18,7 @@ def test_standalone_by_default_and_a_hub_needs_its_store_key() -> None:
     assert settings.hub.hub_url is None and not settings.hub.enabled
     assert (settings.hub.poll_interval_s, settings.hub.push_interval_s,
             settings.hub.batch_size, settings.hub.backoff_initial_s,
-            settings.hub.backoff_max_s, settings.hub.timeout_s) == (2.0, 1.0, 500, 1.0, 60.0, 5.0)
+            settings.hub.backoff_max_s, settings.hub.timeout_s) == (2.0, 1.0, 500, 1.0, 15.0, 5.0)
     with pytest.raises(SettingsError, match="store_key is required"):
         load_settings(environ={"STORESIDE_EDGE_HUB__HUB_URL": "http://127.0.0.1:8090"})
     with pytest.raises(SettingsError, match="batch_size"):
