@@ -223,8 +223,13 @@ _OFFER_TARGETS = Migration(
         "INSERT INTO meta(key, value) VALUES ('offers_version', 0)",
         """CREATE TRIGGER offers_ins AFTER INSERT ON offers BEGIN
             UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
-        """CREATE TRIGGER offers_upd AFTER UPDATE ON offers BEGIN
-            UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
+        # Only a real change counts: a feed or seed resending an offer as it is keeps caches.
+        """CREATE TRIGGER offers_upd AFTER UPDATE ON offers
+            WHEN OLD.product_id IS NOT NEW.product_id OR OLD.category IS NOT NEW.category
+              OR OLD.discount_pct IS NOT NEW.discount_pct
+              OR OLD.valid_from IS NOT NEW.valid_from OR OLD.valid_to IS NOT NEW.valid_to
+              OR OLD.offer_id IS NOT NEW.offer_id
+            BEGIN UPDATE meta SET value = value + 1 WHERE key = 'offers_version'; END""",
         # A deleted offer takes its targeting along, whoever deletes it.
         """CREATE TRIGGER offers_del AFTER DELETE ON offers BEGIN
             DELETE FROM offer_segments WHERE offer_id = OLD.offer_id;

@@ -44,7 +44,7 @@ from edge.store_rows import (
     require_number,
     require_text,
 )
-from edge.store_sync import SyncWrites
+from edge.store_sync import OFFER_UPSERT, SyncWrites
 from models.sqlite_db import SQLiteDB
 from models.transactions import Transaction
 
@@ -227,5 +227,5 @@ class EdgeStore(SQLiteDB[EdgeReader], EventWrites, SyncWrites):
             rows.append((o.offer_id, o.product_id, o.category, o.discount_pct, o.valid_from,
                          o.valid_to))
         with self._write() as conn:
-            conn.executemany("INSERT OR REPLACE INTO offers VALUES (?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(OFFER_UPSERT, rows)
         return len(rows)

@@ -35,6 +35,14 @@ _PROFILE_UPSERT = (
     "consent = excluded.consent, home_store = excluded.home_store, "
     "updated_at = excluded.updated_at"
 )
+# An update, not a replace: the offers_upd trigger bumps offers_version only on a change.
+OFFER_UPSERT = (
+    "INSERT INTO offers(offer_id, product_id, category, discount_pct, valid_from, valid_to) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(offer_id) DO UPDATE SET "
+    "product_id = excluded.product_id, category = excluded.category, "
+    "discount_pct = excluded.discount_pct, valid_from = excluded.valid_from, "
+    "valid_to = excluded.valid_to"
+)
 _CURSOR_SAVE = (
     "INSERT INTO sync_feeds(feed, cursor, last_success_at, items_applied) VALUES (?, ?, ?, ?) "
     "ON CONFLICT(feed) DO UPDATE SET cursor = excluded.cursor, "
@@ -172,15 +180,10 @@ class SyncWrites:
         ranking's offers cache key."""
         ids = [(o.offer_id,) for o in upserts]
         with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO offers(offer_id, product_id, category, discount_pct, "
-                "valid_from, valid_to) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(offer_id) DO UPDATE "
-                "SET product_id = excluded.product_id, category = excluded.category, "
-                "discount_pct = excluded.discount_pct, valid_from = excluded.valid_from, "
-                "valid_to = excluded.valid_to",
-                [(o.offer_id, o.product_id, o.category, o.discount_pct, o.valid_from,
-                  o.valid_to) for o in upserts],
-            )
+            conn.executemany(OFFER_UPSERT, [
+                (o.offer_id, o.product_id, o.category, o.discount_pct, o.valid_from, o.valid_to)
+                for o in upserts
+            ])
             conn.executemany("DELETE FROM offer_segments WHERE offer_id = ?", ids)
             conn.executemany("DELETE FROM offer_subjects WHERE offer_id = ?", ids)
             conn.executemany(

@@ -279,3 +279,12 @@ def test_the_book_skips_offers_already_over(store: EdgeStore) -> None:
     page(store, upsert("old", valid_from=NOW - 2 * DAY, valid_to=NOW - DAY),
          upsert("soon", valid_from=NOW + DAY, valid_to=NOW + 2 * DAY))
     assert set(targets(store)) == {"soon"}  # loaded, applies from valid_from on
+
+
+def test_an_offer_resent_unchanged_keeps_the_cache(store: EdgeStore) -> None:
+    page(store, upsert("all", valid_to=NOW + DAY))
+    version = store.reader().offers_version()
+    page(store, upsert("all", valid_to=NOW + DAY))  # the feed re-reads a page
+    assert store.reader().offers_version() == version
+    page(store, upsert("all", valid_to=NOW + 2 * DAY))
+    assert store.reader().offers_version() > version
