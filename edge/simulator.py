@@ -63,6 +63,7 @@ class _Offer:
     product_id: str
     visit_id: str | None
     price: float | None
+    offer_id: str | None = None  # the store offer (coupon) it came with, if any
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Simulator:
         subject = item.topic.split("/")[-2]
         with self._lock:
             self._offers[subject] = _Offer(payload["product_id"], payload.get("visit_id"),
-                                           payload.get("price"))
+                                           payload.get("price"), payload.get("offer_id"))
             self.offers_received += 1
 
     def _payload(self, event: SimEvent, ts: float) -> dict[str, Any] | None:
@@ -110,6 +111,8 @@ class Simulator:
             body["product_id"], body["visit_id"] = offer.product_id, offer.visit_id
             if body["action"] == "redeemed":
                 self._redeemed[subject] = offer
+                if offer.offer_id is not None:  # the app redeems the coupon it was given
+                    body["offer_id"] = offer.offer_id
         elif event.kind == "pos" and subject is not None and subject in self._redeemed:
             offer = self._redeemed.pop(subject)
             if all(line["product_id"] != offer.product_id for line in body["lines"]):
