@@ -56,6 +56,11 @@ class RankingInputs:
         """What staff call a product (its id when the catalog does not know it)."""
         return self._names.get(product_id, product_id)
 
+    def forget_offers(self) -> None:
+        """Drop the cached book (an erasure: no subject lingers in memory until the next
+        ranking reloads it)."""
+        self._offers_version, self._offer_book = None, EMPTY_BOOK
+
     def offers(self, now: float) -> OfferBook:
         """The store's offers; validity is checked on every use of the book, so an offer
         ends on time without a reload."""

@@ -212,6 +212,7 @@ class EdgeService:
         self.tracker.forget(subject)
         self.store.delete_member(subject)
         self.live.forget_subject(subject)
+        self.inputs.forget_offers()  # segment offers' subjects, reloaded without them
 
     # -- visits → recommendations ---------------------------------------------------
 
