@@ -91,8 +91,12 @@ class PrivateBroker:
     def start(self, timeout: float = 10.0) -> PrivateBroker:
         self._write_config()
         log = open(self._dir / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the broker
+        # Its own session: a Ctrl-C in the terminal reaches the services using the broker,
+        # which then still need it to publish their "offline" status; whoever started the
+        # broker stops it last (``close``).
         self._proc = subprocess.Popen(
-            [find_mosquitto(), "-c", str(self.config_path)], stdout=log, stderr=log
+            [find_mosquitto(), "-c", str(self.config_path)], stdout=log, stderr=log,
+            start_new_session=True,
         )
         try:
             wait_for_port(self.host, self.port, timeout)
