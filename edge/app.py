@@ -48,6 +48,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.clock = clock  # wall clock of this edge (tablet pairing codes expire by it)
     app.state.live = live
     app.state.metrics = metrics
     app.state.runtime = None

@@ -2,9 +2,11 @@
 
 Starts, in this order: a private Mosquitto on a free port (or uses ``--broker``), a fresh
 check-in signing key, the demo store seeded into ``var/demo/edge.db``, a real
-``storeside-edge`` process, one paired staff tablet, and the simulator playing a store
-day at ``--speed``. Then it prints the tablet URL and a line per staff recommendation
-until Ctrl-C (or ``--duration``), and stops everything it started, newest first.
+``storeside-edge`` process, a one-time pairing code for a staff tablet, and the simulator
+playing a store day at ``--speed``. Then it prints the tablet's pairing link (the code,
+never a device token: the browser that opens it gets its own) and a line per staff
+recommendation until Ctrl-C (or ``--duration``), and stops everything it started, newest
+first.
 
 Why the visit timers are divided by the speed: the simulator compresses store time, the
 edge measures dwell and exit grace on its own wall clock, so at 60× a 15 s dwell must be
@@ -33,7 +35,10 @@ from typing import Any
 
 from edge.broker import PrivateBroker, free_port
 from edge.demo_store import DEMO_STORE, generate_demo_store, load_demo_store
+from edge.devices import create_pairing_code
+from edge.devices_cli import pairing_link
 from edge.devtools import EdgeProcess
+from edge.pairing_codes import format_code
 from edge.probe import MqttProbe, Received
 from edge.rules import RulesConfig
 from edge.settings import EdgeSettings, HttpSettings, MqttSettings, TokenSettings
@@ -48,6 +53,7 @@ logger = logging.getLogger(__name__)
 CHAIN, KID = "demo", "k1"
 MARKER = ".storeside-demo"  # only a folder carrying it is wiped at start
 PREFERRED_HTTP_PORT = 8080
+PAIRING_TTL_S = 3600  # the demo's link: time to read the banner and find a browser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,22 +162,15 @@ class Demo:
         demo = generate_demo_store(args.seed, now=now, n_members=args.members)
         with EdgeStore(self.workdir / "edge.db") as store:
             counts = load_demo_store(store, demo, now=now)
-        tablet_token = self._pair_tablet()
+        pairing_code = create_pairing_code(self.workdir / "edge.db", "demo tablet",
+                                           PAIRING_TTL_S)
         settings = demo_settings(self.workdir, address, _http_port(args.http_port), args.speed)
         self.edge = EdgeProcess(settings, self.workdir, log_level="INFO").start(timeout=90)
         topics = settings.topics()
         self.probe = MqttProbe(address[0], address[1], [topics.staff_recommendations],
                                on_receive=self._on_recommendation).start()
         self._start_sim()
-        self._banner(address, counts, tablet_token)
-
-    def _pair_tablet(self) -> str | None:
-        try:  # the tablet page ships separately (edge.devices); the demo runs without it
-            from edge.devices import pair_device
-        except ImportError:
-            return None
-        token: str = pair_device(self.workdir / "edge.db", "demo tablet")
-        return token
+        self._banner(address, counts, pairing_code)
 
     def _start_sim(self) -> None:
         args = self.args
@@ -194,11 +193,11 @@ class Demo:
         return self.args.duration - (time.monotonic() - self.started)
 
     def _banner(self, broker: tuple[str, int], counts: dict[str, int],
-                tablet_token: str | None) -> None:
+                pairing_code: str) -> None:
         assert self.edge is not None
         url = self.edge.url
-        tablet = (f"{url}/tablet?pair={tablet_token}" if tablet_token
-                  else "(not in this build: no edge.devices)")
+        tablet = pairing_link(url, pairing_code)
+        code, ttl_min = format_code(pairing_code), PAIRING_TTL_S // 60
         prefix = f"storeside/{CHAIN}/{DEMO_STORE}"
         day_minutes = OPEN_HOURS * HOUR / self.args.speed / 60
         print(f"""
@@ -208,7 +207,9 @@ A simulated store day (09:00-21:00) plays at {self.args.speed:g}x: \
 {day_minutes:.1f} minutes per day, then the next day.
 
   Staff tablet   {tablet}
-                 (open it in a browser: it pairs once, then shows customers as they arrive)
+                 (open it in one browser within {ttl_min} min, or type {code} at {url}/tablet:
+                 it pairs that browser, then shows customers as they arrive. Another tablet:
+                 storeside-edge pair-tablet --config {self.workdir}/edge.toml --label "Tablet 2")
   Edge status    {url}/v1/status      metrics {url}/metrics      API {url}/docs
   MQTT           {broker[0]}:{broker[1]}   watch: mosquitto_sub -h {broker[0]} \
 -p {broker[1]} -t '{prefix}/#' -v

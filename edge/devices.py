@@ -1,8 +1,14 @@
-"""Paired staff tablets: device tokens, their registry in SQLite, and the check per request.
+"""Paired staff tablets: pairing codes, device tokens, their registry in SQLite, and the
+check per request.
 
-A tablet is paired once (``storeside-edge pair-tablet``): it gets a random token that is
-shown once and then lives only in the tablet's cookie (or an ``Authorization: Bearer``
-header); the edge keeps its sha256 (table ``devices``, migration 3), so the SQLite file
+A tablet is paired once: ``storeside-edge pair-tablet`` makes a one-time pairing code
+(``create_pairing_code``: short, typeable, valid for minutes, table ``pairing_codes``,
+migration 8). Redeeming it (``redeem_pairing_code``, from the tablet's browser or a
+script) creates the device with a NEW random token in the same transaction that marks the
+code used, so a code pairs at most one device however many redeem it at once. The token
+then lives only in the tablet's HttpOnly cookie (or a script's ``Authorization: Bearer``
+header): no person sees it, no link, screenshot or chat message carries it. The edge keeps
+sha256 hashes of tokens and codes only (table ``devices``, migration 3), so the SQLite file
 alone lets nobody in. Revoking sets ``revoked_at``; the row stays as a record.
 
 Checking a token runs on every tablet request, so ``DeviceRegistry`` caches hash → device
@@ -25,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.pairing_codes import new_code, normalize_code
 from edge.store import EdgeStore
 from models.sqlite_schema import immediate_transaction
 
@@ -34,6 +41,25 @@ TOKEN_PREFIX = "sst_"  # recognisable in a leaked log line or a secret scanner
 LABEL_MAX = 64
 BUSY_TIMEOUT_S = 5.0
 _COLUMNS = "device_id, label, created_at, last_seen_at, revoked_at"
+PAIRING_RECORD_S = 30 * 86_400  # used/expired codes kept this long (who paired what, when)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCode:
+    """A pairing code not used yet and not expired (the code itself is not known here)."""
+
+    label: str
+    created_at: float
+    expires_at: float
+
+
+class PairingRefused(Exception):
+    """A pairing code that pairs nothing; ``reason``: malformed_code, unknown_code,
+    code_used, code_expired (the API's reason codes)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +86,12 @@ def new_token() -> str:
 
 
 @contextmanager
-def _connect(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """A short-lived connection to a migrated file (EdgeStore creates and migrates it)."""
-    EdgeStore(db_path).close()
+def _connect(db_path: Path, *, migrate: bool = True) -> Iterator[sqlite3.Connection]:
+    """A short-lived connection to a migrated file (EdgeStore creates and migrates it;
+    ``migrate=False`` inside a running edge, whose runtime did that at start)."""
+    if migrate:
+        db_path.parent.mkdir(parents=True, exist_ok=True)  # as the edge does at start
+        EdgeStore(db_path).close()
     conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     try:
         yield conn
@@ -83,15 +112,98 @@ def pair_device(db_path: Path, label: str, *, now: float | None = None) -> str:
     Migrates the database first if needed, so the demo can pair before the edge runs.
     """
     label = _check_label(label)
-    token = new_token()
-    device_id = "tab-" + secrets.token_hex(4)
     with _connect(Path(db_path)) as conn, immediate_transaction(conn):
-        conn.execute(
-            "INSERT INTO devices(device_id, label, token_hash, created_at) VALUES (?, ?, ?, ?)",
-            (device_id, label, hash_token(token), time.time() if now is None else now),
-        )
-    logger.info("paired tablet %s (%s)", device_id, label)
+        device, token = _insert_device(conn, label, time.time() if now is None else now)
+    logger.info("paired tablet %s (%s)", device.device_id, label)
     return token
+
+
+def _insert_device(conn: sqlite3.Connection, label: str, now: float) -> tuple[Device, str]:
+    token = new_token()
+    device = Device("tab-" + secrets.token_hex(4), label, now, None, None)
+    conn.execute(
+        "INSERT INTO devices(device_id, label, token_hash, created_at) VALUES (?, ?, ?, ?)",
+        (device.device_id, label, hash_token(token), now),
+    )
+    return device, token
+
+
+def create_pairing_code(
+    db_path: Path, label: str, ttl_s: float, *, now: float | None = None
+) -> str:
+    """A one-time code that pairs a tablet labelled ``label`` within ``ttl_s`` seconds;
+    returned in canonical form (``format_code`` shows it grouped). Only its hash is kept.
+
+    Migrates the database first if needed, so the demo can make one before the edge runs."""
+    label = _check_label(label)
+    if not ttl_s > 0:
+        raise ValueError("ttl_s must be > 0")
+    stamp = time.time() if now is None else now
+    with _connect(Path(db_path)) as conn, immediate_transaction(conn):
+        conn.execute("DELETE FROM pairing_codes WHERE expires_at < ?",
+                     (stamp - PAIRING_RECORD_S,))
+        while True:  # a clash with a kept code is ~1e-12 likely; never reuse one anyway
+            code = new_code()
+            try:
+                conn.execute(
+                    "INSERT INTO pairing_codes(code_hash, label, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?)", (hash_token(code), label, stamp, stamp + ttl_s),
+                )
+            except sqlite3.IntegrityError:
+                continue
+            break
+    logger.info("pairing code created for %s, valid %.0f s", label, ttl_s)
+    return code
+
+
+def redeem_pairing_code(
+    db_path: Path,
+    code: str,
+    label: str | None = None,
+    *,
+    now: float | None = None,
+    migrate: bool = True,
+) -> tuple[Device, str]:
+    """Use ``code`` once: the new device and its raw token (handed to the tablet, never
+    shown). Raises ``PairingRefused``; ``ValueError`` for a bad ``label`` (default: the
+    label given when the code was made).
+
+    One ``BEGIN IMMEDIATE`` transaction reads the code, creates the device and marks the
+    code used: of two redeems of one code, the second sees it used."""
+    canonical = normalize_code(code)
+    if canonical is None:
+        raise PairingRefused("malformed_code")
+    label = None if label is None else _check_label(label)
+    stamp = time.time() if now is None else now
+    with _connect(Path(db_path), migrate=migrate) as conn, immediate_transaction(conn):
+        row = conn.execute(
+            "SELECT label, expires_at, used_at FROM pairing_codes WHERE code_hash = ?",
+            (hash_token(canonical),),
+        ).fetchone()
+        if row is None:
+            raise PairingRefused("unknown_code")
+        if row[2] is not None:
+            raise PairingRefused("code_used")
+        if row[1] <= stamp:
+            raise PairingRefused("code_expired")
+        device, token = _insert_device(conn, label or row[0], stamp)
+        conn.execute(
+            "UPDATE pairing_codes SET used_at = ?, device_id = ? WHERE code_hash = ?",
+            (stamp, device.device_id, hash_token(canonical)),
+        )
+    logger.info("paired tablet %s (%s) with a pairing code", device.device_id, device.label)
+    return device, token
+
+
+def pending_pairing_codes(db_path: Path, *, now: float | None = None) -> list[PendingCode]:
+    """Codes that can still pair a tablet, oldest first (for ``list-tablets``)."""
+    stamp = time.time() if now is None else now
+    with _connect(Path(db_path)) as conn:
+        rows = conn.execute(
+            "SELECT label, created_at, expires_at FROM pairing_codes"
+            " WHERE used_at IS NULL AND expires_at > ? ORDER BY created_at", (stamp,),
+        ).fetchall()
+    return [PendingCode(*row) for row in rows]
 
 
 def list_devices(db_path: Path) -> list[Device]:
@@ -199,6 +311,12 @@ class DeviceRegistry:
                 conn.close()
         except sqlite3.Error:  # best effort: a busy file must not refuse a valid tablet
             logger.warning("could not record last_seen_at of %s", device_id, exc_info=True)
+
+    def redeem(self, code: str, label: str | None = None) -> tuple[Device, str]:
+        """Pair a device with a one-time code, by this edge's clock (see
+        ``redeem_pairing_code``). Its own connection: it writes, and must not hold up
+        other tablets' checks behind the lock."""
+        return redeem_pairing_code(self.db_path, code, label, now=self._clock(), migrate=False)
 
     def revoke(self, device: str) -> list[Device]:
         """Revoke through this registry: effective at once in this process."""

@@ -2,6 +2,8 @@
 
 Run on the store device next to the edge (same config file, same SQLite file); the edge
 does not need to be stopped: it notices a revocation within half a second.
+``pair-tablet`` prints a one-time pairing code, its link and the link as a QR code, never
+a device token: the tablet gets its token when it redeems the code.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import quote
 
-from edge.devices import list_devices, pair_device, revoke_device
+from edge.devices import create_pairing_code, list_devices, pending_pairing_codes, revoke_device
+from edge.pairing_codes import format_code
+from edge.qr_text import terminal_qr
 from edge.settings import EdgeSettings, SettingsError, load_settings
 
 COMMANDS = ("pair-tablet", "list-tablets", "revoke-tablet")
@@ -26,11 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storeside-edge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     pair = sub.add_parser(
-        "pair-tablet", parents=[common], help="pair a tablet: prints its pairing URL once"
+        "pair-tablet", parents=[common],
+        help="pair a tablet: prints a one-time pairing code, its link and a QR code",
     )
     pair.add_argument("--label", required=True, help='e.g. "Tablet 1" or "Shoes desk"')
     pair.add_argument("--base-url", help="how tablets reach the edge (default: from [http])")
-    sub.add_parser("list-tablets", parents=[common], help="paired tablets, revoked ones too")
+    pair.add_argument("--ttl", type=float, metavar="SECONDS",
+                      help="how long the code is valid (default: tablet.pairing_ttl_s)")
+    pair.add_argument("--no-qr", action="store_true", help="do not print the QR code")
+    sub.add_parser("list-tablets", parents=[common],
+                   help="paired tablets (revoked ones too) and pending pairing codes")
     revoke = sub.add_parser("revoke-tablet", parents=[common], help="revoke a tablet")
     revoke.add_argument("device", help="device id (tab-…) or label")
     return parser
@@ -49,6 +59,48 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def pairing_link(base: str, code: str) -> str:
+    """The link that pairs the browser opening it (the code in canonical form)."""
+    return f"{base.rstrip('/')}/tablet/pair?code={quote(code)}"
+
+
+def print_pairing(base: str, label: str, code: str, ttl_s: float, *, qr: bool) -> None:
+    """What staff see: the code to type, its link, and the link as a QR code."""
+    link = pairing_link(base, code)
+    print(f"Pairing code for {label!r}: {format_code(code)}  "
+          f"(works once, for {_duration(ttl_s)})")
+    print(f"On the tablet open {base.rstrip('/')}/tablet and type it, or open this link:")
+    print(link)
+    if qr:
+        print("or scan it:")
+        print(terminal_qr(link))
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _list(db: Path) -> None:
+    now = time.time()
+    print(f"{'DEVICE':<14} {'STATE':<8} {'PAIRED':<21} {'LAST SEEN':<21} LABEL")
+    for d in list_devices(db):
+        state = "active" if d.active else "revoked"
+        seen = _when(d.last_seen_at)
+        if d.last_seen_at is not None and d.active and now - d.last_seen_at < 120:
+            seen += " *"
+        print(f"{d.device_id:<14} {state:<8} {_when(d.created_at):<21} {seen:<21} {d.label}")
+    pending = pending_pairing_codes(db, now=now)
+    if pending:
+        print(f"\n{'PENDING CODE':<23} {'CREATED':<21} {'EXPIRES':<21} LABEL")
+        for p in pending:
+            left = f"in {_duration(round((p.expires_at - now) / 60) * 60 or 60)}"
+            print(f"{'(not shown)':<23} {_when(p.created_at):<21} {left:<21} {p.label}")
+
+
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -58,25 +110,17 @@ def main(argv: Sequence[str]) -> int:
         return 2
     db = settings.db_path
     if args.command == "pair-tablet":
+        ttl = settings.tablet.pairing_ttl_s if args.ttl is None else args.ttl
         try:
-            token = pair_device(db, args.label)
+            code = create_pairing_code(db, args.label, ttl)
         except ValueError as exc:
             print(f"storeside-edge pair-tablet: {exc}", file=sys.stderr)
             return 2
-        url = f"{(args.base_url or base_url(settings)).rstrip('/')}/tablet?pair={quote(token)}"
-        print(f"Paired {args.label!r}. Open this URL once on the tablet (shown only now):")
-        print(url)
-        print(f"Device token (for Authorization: Bearer): {token}")
+        print_pairing(args.base_url or base_url(settings), args.label, code, ttl,
+                      qr=not args.no_qr)
         return 0
     if args.command == "list-tablets":
-        now = time.time()
-        print(f"{'DEVICE':<14} {'STATE':<8} {'PAIRED':<21} {'LAST SEEN':<21} LABEL")
-        for d in list_devices(db):
-            state = "active" if d.active else "revoked"
-            seen = _when(d.last_seen_at)
-            if d.last_seen_at is not None and d.active and now - d.last_seen_at < 120:
-                seen += " *"
-            print(f"{d.device_id:<14} {state:<8} {_when(d.created_at):<21} {seen:<21} {d.label}")
+        _list(db)
         return 0
     revoked = revoke_device(db, args.device)
     if not revoked:

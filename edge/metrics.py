@@ -93,6 +93,11 @@ class EdgeMetrics(MetricSet):
         self.mqtt_disconnects = counter(
             "storeside_mqtt_disconnects_total", "Broker connections lost or closed"
         )
+        self.pairing_attempts = counter(
+            "storeside_pairing_attempts_total",
+            "Tablet pairing code redemptions, by outcome (paired, refusals, rate_limited)",
+            "outcome",
+        )
         self.sse_clients = gauge(
             "storeside_sse_clients", "Tablets listening on the live stream"
         )

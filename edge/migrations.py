@@ -246,7 +246,28 @@ _OFFER_TARGETS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS)
+# Styles (products sold in variants: colours, sizes). ``style_id`` NULL: the product is a
+# style of its own. The rules show one variant per style and a dismiss hides the whole style
+# for the visit (edge.store_reader.cap_counts looks up the siblings: hence the index). The
+# update trigger is re-created with ``style_id`` among the compared columns, so a style
+# change invalidates the ranking cache like any other catalog change, exactly once.
+_STYLES = Migration(
+    6,
+    "catalog styles: style_id, its index, catalog_version on a style change",
+    (
+        "ALTER TABLE catalog ADD COLUMN style_id TEXT",
+        "CREATE INDEX catalog_style ON catalog(style_id) WHERE style_id IS NOT NULL",
+        "DROP TRIGGER catalog_upd",
+        """CREATE TRIGGER catalog_upd AFTER UPDATE ON catalog
+            WHEN OLD.name IS NOT NEW.name OR OLD.category IS NOT NEW.category
+              OR OLD.price IS NOT NEW.price OR OLD.stock IS NOT NEW.stock
+              OR OLD.zone IS NOT NEW.zone OR OLD.product_id IS NOT NEW.product_id
+              OR OLD.style_id IS NOT NEW.style_id
+            BEGIN UPDATE meta SET value = value + 1 WHERE key = 'catalog_version'; END""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS, _STYLES)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -331,6 +331,7 @@ class EdgeService:
             profile=_profile_view(profile),
             today=local.date(),
             offers=applied,
+            styles=self.inputs.style_items,
         )
         # Deliver first, then record: only this thread ranks, so nothing can read the
         # caps in between, and the tablet gets its card ~0.15 ms sooner.

@@ -130,6 +130,8 @@ class TabletSettings(_Section):
     qr_max_bytes: int = Field(4_000_000, ge=10_000, le=50_000_000)  # one camera frame
     qr_max_pixels: int = Field(16_777_216, ge=10_000, le=100_000_000)  # decompression bombs
     qr_decode_budget_s: float = Field(0.4, gt=0, le=10)  # per frame; a camera sends many
+    pairing_ttl_s: int = Field(600, ge=30, le=7 * 86_400)  # a one-time pairing code's life
+    pairing_attempts_per_min: int = Field(10, ge=1, le=1000)  # per client address
 
 
 class ModelUpdateSettings(_Section):

@@ -44,7 +44,7 @@ from edge.store_rows import (
     require_number,
     require_text,
 )
-from edge.store_sync import OFFER_UPSERT, SyncWrites
+from edge.store_sync import CATALOG_UPSERT, OFFER_UPSERT, SyncWrites
 from models.sqlite_db import SQLiteDB
 from models.transactions import Transaction
 
@@ -204,15 +204,9 @@ class EdgeStore(SQLiteDB[EdgeReader], EventWrites, SyncWrites):
         for item in items:
             check_catalog_item(item)
             rows.append((item.product_id, item.name, item.category, float(item.price),
-                         item.stock, item.zone, stamp))
+                         item.stock, item.zone, item.style_id, stamp))
         with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO catalog(product_id, name, category, price, stock, zone, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(product_id) DO UPDATE SET "
-                "name = excluded.name, category = excluded.category, price = excluded.price, "
-                "stock = excluded.stock, zone = excluded.zone, updated_at = excluded.updated_at",
-                rows,
-            )
+            conn.executemany(CATALOG_UPSERT, rows)
         return len(rows)
 
     def upsert_offers(self, offers: Iterable[Offer]) -> int:

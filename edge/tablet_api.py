@@ -1,4 +1,5 @@
-"""The staff tablet: its page (``/tablet``), pairing by link, and QR check-in.
+"""The staff tablet: its page (``/tablet``), QR check-in, and (``edge.tablet_pairing``)
+pairing with a one-time code.
 
 The page is plain HTML/CSS/JS from ``edge/static`` (package data, no build step, nothing
 from the internet): a store's Wi-Fi may have no internet at all. It reads the live feed
@@ -15,19 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import html
 import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import jwt
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, Response
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
@@ -36,32 +35,26 @@ from edge import api
 from edge.devices import DeviceRegistry
 from edge.messages import ID_PATTERN, JWT_PATTERN, SCHEMA_VERSION
 from edge.qr import QrError, decode_qr, image_kind, load_frame
+from edge.ratelimit import RateLimiter
 from edge.tablet_auth import device_token, registry, require_device
+from edge.tablet_pairing import PAGE_HEADERS, STATIC_DIR, pair_page
+from edge.tablet_pairing import router as pairing_router
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).with_name("static")
 ASSETS = {"tablet.css": "text/css", "tablet.js": "text/javascript", "icon.svg": "image/svg+xml"}
 MULTIPART_OVERHEAD = 16_384  # boundaries and part headers around the one frame
 QR_STATUS = {"no_qr_code": 422, "not_an_image": 415, "too_large": 413}
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    # Everything is same-origin; nothing may be loaded from elsewhere.
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-        "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Runs inside the app's own lifespan, i.e. after the runtime migrated the file."""
     settings = app.state.settings
-    devices = DeviceRegistry(settings.db_path, ttl_s=settings.tablet.device_cache_s)
+    devices = DeviceRegistry(settings.db_path, ttl_s=settings.tablet.device_cache_s,
+                             clock=app.state.clock)
     app.state.devices = devices
+    app.state.pairing_limiter = RateLimiter(settings.tablet.pairing_attempts_per_min)
     # One frame decoded at a time: two cores, and ranking must keep its share.
     app.state.qr_slot = asyncio.Semaphore(1)
     try:
@@ -72,33 +65,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(lifespan=lifespan)
-
-
-def _pair_page(message: str, status: int) -> HTMLResponse:
-    text = (STATIC_DIR / "pair.html").read_text(encoding="utf-8")
-    body = text.replace("{{message}}", html.escape(message))
-    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+router.include_router(pairing_router)  # /tablet/pair, /v1/devices/pair
 
 
 @router.get("/tablet", tags=["tablet"], response_model=None)
 def tablet_page(request: Request, pair: str | None = None) -> Response:
-    """The staff page. ``?pair=<token>`` (the link ``pair-tablet`` printed) stores the
-    token in an HttpOnly cookie and redirects, so it leaves the address bar and history."""
+    """The staff page; an unpaired browser gets the pairing page (type a code). Links of
+    the old form ``?pair=<device token>`` are refused: a device token is never in a link."""
     devices = registry(request)
-    settings = request.app.state.settings.tablet
     if pair is not None:
-        device = devices.authenticate(pair)
-        if device is None:
-            return _pair_page("This pairing link is not valid (revoked or mistyped).", 401)
-        logger.info("tablet %s paired in a browser", device.device_id)
-        response = RedirectResponse("/tablet", status_code=303, headers=PAGE_HEADERS)
-        response.set_cookie(
-            settings.cookie_name, pair, max_age=settings.cookie_max_age_s, path="/",
-            httponly=True, samesite="strict", secure=request.url.scheme == "https",
-        )
-        return response
+        return pair_page("old_pairing_link", 410)
     if devices.authenticate(device_token(request)) is None:
-        return _pair_page("This tablet is not paired with the store yet.", 401)
+        return pair_page("unpaired", 401)
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
 

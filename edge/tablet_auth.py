@@ -1,8 +1,9 @@
 """Device authentication for the staff tablet page and the API it uses.
 
 A request carries its device token either as ``Authorization: Bearer <token>`` (scripts,
-the demo) or in the HttpOnly cookie set by ``GET /tablet?pair=<token>`` (the browser;
-``EventSource`` cannot set headers but sends cookies). ``require_device`` is the FastAPI
+which got it from ``POST /v1/devices/pair``) or in the HttpOnly cookie set when a browser
+redeemed a one-time pairing code (``edge.tablet_pairing``; ``EventSource`` cannot set
+headers but sends cookies). No person ever sees the token. ``require_device`` is the FastAPI
 dependency for every protected route. A live SSE stream is re-checked every half second
 (``revocable``), so revoking a tablet also cuts the feed it has open.
 """

@@ -6,16 +6,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.qr_text import qr_modules  # one pixel per module, error correction M
+
 Image = NDArray[np.uint8]
 BACKGROUND = 170  # a grey counter top around the phone screen
 QUIET_ZONE = 4  # modules of white around the code, as a phone app draws it
-
-
-def qr_modules(text: str) -> Image:
-    """One pixel per module, error correction M (15 %, what apps use by default)."""
-    params = cv2.QRCodeEncoder.Params()
-    params.correction_level = cv2.QRCodeEncoder_CORRECT_LEVEL_M
-    return np.asarray(cv2.QRCodeEncoder.create(params).encode(text), np.uint8)
 
 
 def qr_frame(

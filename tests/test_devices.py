@@ -1,4 +1,5 @@
-"""Tablet pairing registry on a real SQLite file: hashes only, revocation, the CLI."""
+"""Tablet registry on a real SQLite file: hashes only, revocation (pairing codes and the
+CLI: tests/test_pairing.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main as edge_main
 from edge.devices import (
     DeviceRegistry,
     hash_token,
@@ -91,24 +91,3 @@ def test_last_seen_is_recorded_but_not_on_every_request(tmp_path: Path) -> None:
     finally:
         registry.close()
 
-
-def test_cli_pair_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = tmp_path / "edge.db"
-    config = tmp_path / "edge.toml"
-    config.write_text(f'db_path = "{db}"\n\n[http]\nhost = "127.0.0.1"\nport = 8099\n')
-    assert edge_main(["pair-tablet", "--config", str(config), "--label", "Tablet 1"]) == 0
-    out = capsys.readouterr().out
-    url = next(line for line in out.split() if line.startswith("http://"))
-    assert url.startswith("http://127.0.0.1:8099/tablet?pair=sst_")
-    token = url.split("pair=", 1)[1]
-    device = list_devices(db)[0]
-    assert device.label == "Tablet 1" and hash_token(token) != token
-
-    assert edge_main(["list-tablets", "--config", str(config)]) == 0
-    listing = capsys.readouterr().out
-    assert device.device_id in listing and "Tablet 1" in listing and token not in listing
-
-    assert edge_main(["revoke-tablet", "--config", str(config), device.device_id]) == 0
-    assert list_devices(db)[0].revoked_at is not None
-    assert edge_main(["revoke-tablet", "--config", str(config), device.device_id]) == 1
-    capsys.readouterr()

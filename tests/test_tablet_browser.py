@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from edge.broker import PrivateBroker
-from edge.devices import list_devices, revoke_device
+from edge.devices import create_pairing_code, revoke_device
 from edge.devtools import EdgeProcess, MqttProbe, wait_until
 from tests.edge_env import EdgeEnv, edge_fixtures
 from tests.qr_images import no_qr_frame, qr_frame
@@ -62,9 +62,13 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
+BROWSER_TABLET = "browser tablet"
+
+
 def open_paired(page: Page, url: str, env: EdgeEnv) -> None:
-    """Open the pairing link as staff would; the token must leave the address bar."""
-    page.goto(f"{url}/tablet?pair={env.tablet_token}")
+    """Open a one-time pairing link as staff would; the code must leave the address bar."""
+    code = create_pairing_code(env.settings.db_path, BROWSER_TABLET, 600)
+    page.goto(f"{url}/tablet/pair?code={code}")
     assert page.url == f"{url}/tablet"
     expect(page.locator("#conn")).to_have_attribute("data-state", "online", timeout=5_000)
 
@@ -207,13 +211,13 @@ def test_an_unpaired_or_revoked_tablet_is_refused(edge, env, page) -> None:
     expect(page.locator("h1")).to_have_text("Pair this tablet")
     assert page.evaluate("fetch('/v1/visits').then(r => r.status)") == 401
 
-    response = page.goto(f"{edge.url}/tablet?pair=sst_made-up")
+    response = page.goto(f"{edge.url}/tablet/pair?code=ZZZZ-ZZZZ")
     assert response is not None and response.status == 401
     expect(page.locator(".pair-msg")).to_contain_text("not valid")
 
     open_paired(page, edge.url, env)
     assert page.evaluate("fetch('/v1/visits').then(r => r.status)") == 200
-    revoke_device(env.settings.db_path, list_devices(env.settings.db_path)[0].device_id)
+    assert revoke_device(env.settings.db_path, BROWSER_TABLET)
     # the live feed is cut, the page notices, reloads and lands on the pairing page
     expect(page.locator("h1")).to_have_text("Pair this tablet", timeout=10_000)
 
