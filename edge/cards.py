@@ -3,12 +3,16 @@
 Consent decides what leaves the edge: without ``staff_display`` a card carries no name,
 tier, preferences or birthday, only a short stable tag ("Customer 4F2") so staff can
 still tell two customers apart. Without ``personalize`` no profile is read at all.
+
+A suggestion stands for its style (edge.rules): its ``variants`` are the style's other
+in-stock SKUs, each named by what tells it apart ("navy"), so staff can say "also in navy"
+instead of the list spending a second slot on a second colour.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
@@ -17,9 +21,17 @@ from typing import Any
 from edge.messages import build_app_offer, build_staff_recommendation
 from edge.offers import AppliedOffer
 from edge.rules import Decision, Suggestion
+from edge.store_rows import CatalogItem
 
 BIRTHDAY_WINDOW_DAYS = 3
 NO_OFFERS: Mapping[str, AppliedOffer] = MappingProxyType({})
+MAX_VARIANTS = 6  # a card line, not a catalog page
+_WORD_EDGES = " ,;:/-–()"
+
+
+def no_styles(style_id: str | None) -> Sequence[CatalogItem]:
+    """The style lookup of a store without styles: every product is a style of its own."""
+    return ()
 
 
 @dataclass(frozen=True)
@@ -55,9 +67,33 @@ def birthday_this_week(birthday: str | None, today: date) -> bool:
     return False
 
 
-def suggestion_dict(s: Suggestion, offer: AppliedOffer | None = None) -> dict[str, Any]:
+def variant_labels(name: str, others: Sequence[str]) -> list[str]:
+    """What tells each of ``others`` apart: its words after the leading words every name
+    (``name`` included) shares, e.g. "Wool beanie, navy" beside "Wool beanie, grey" →
+    "navy"; its whole name when nothing is left (or nothing is shared)."""
+    split = [n.split() for n in (name, *others)]
+    keys = [[w.strip(_WORD_EDGES).casefold() for w in words] for words in split]
+    shared = 0
+    while all(len(k) > shared for k in keys) and len({k[shared] for k in keys}) == 1:
+        shared += 1
+    return [" ".join(words[shared:]).strip(_WORD_EDGES) or full
+            for words, full in zip(split[1:], others, strict=True)]
+
+
+def variants_of(s: Suggestion, style_items: Sequence[CatalogItem]) -> list[dict[str, Any]]:
+    """The style's other in-stock variants (at most ``MAX_VARIANTS``), labelled."""
+    others = [i for i in style_items if i.product_id != s.product_id and i.stock > 0]
+    others = others[:MAX_VARIANTS]
+    labels = variant_labels(s.name, [i.name for i in others])
+    return [{"product_id": i.product_id, "name": label, "stock": i.stock}
+            for i, label in zip(others, labels, strict=True)]
+
+
+def suggestion_dict(s: Suggestion, offer: AppliedOffer | None = None,
+                    variants: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """``price`` is the list price; with an offer, ``offer.price_after`` is what the customer
-    pays (the suggestion itself carries that price: the rules judged it)."""
+    pays (the suggestion itself carries that price: the rules judged it). ``variants``: the
+    other variants of its style (``variants_of``), empty for a style of one."""
     return {
         "product_id": s.product_id,
         "name": s.name,
@@ -71,6 +107,7 @@ def suggestion_dict(s: Suggestion, offer: AppliedOffer | None = None) -> dict[st
         "relevance": round(s.relevance, 4),
         "reasons": [r.as_dict() for r in s.reasons],
         "allowed_by": list(s.allowed_by),
+        "variants": [dict(v) for v in variants],
     }
 
 
@@ -91,9 +128,11 @@ def staff_card(
     profile: ProfileView | None,
     today: date,
     offers: Mapping[str, AppliedOffer] = NO_OFFERS,
+    styles: Callable[[str | None], Sequence[CatalogItem]] = no_styles,
 ) -> dict[str, Any]:
     """The staff recommendation message (MQTT) and tablet card (SSE): one payload.
-    ``offers``: the store offer applied to each suggestion (by product id), if any."""
+    ``offers``: the store offer applied to each suggestion (by product id), if any;
+    ``styles``: the in-stock variants of a style (edge.ranking_inputs.style_items)."""
     shown = profile if "staff_display" in scopes else None
     return build_staff_recommendation(
         event_id=event_id,
@@ -110,7 +149,10 @@ def staff_card(
         source=source,
         model_version=model_version,
         consent=sorted(scopes),
-        suggestions=[suggestion_dict(s, offers.get(s.product_id)) for s in decision.staff],
+        suggestions=[
+            suggestion_dict(s, offers.get(s.product_id), variants_of(s, styles(s.style_id)))
+            for s in decision.staff
+        ],
         profile=(
             {
                 "preferences": shown.preferences,

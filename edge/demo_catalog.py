@@ -2,13 +2,16 @@
 
 A "line" is one product sold in several variants (colours, scents, shades): the generator
 in ``edge.demo_store`` turns each into a few catalog items with readable names such as
-"Merino crew-neck sweater, navy". ``rebuy`` is how likely a buyer buys the same item again
+"Merino crew-neck sweater, navy"; the variants of one base share a style id
+(``style_id_of``), as a retail catalog's SKUs share their style, so the edge suggests the
+sweater once and names its colours. ``rebuy`` is how likely a buyer buys the same item again
 (coffee and day cream high, a winter coat low): it shapes the members' repeat purchases,
 which is what the ranking model feeds on.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -126,3 +129,9 @@ LINES: Final[tuple[ProductLine, ...]] = (
 
 NOTES: Final = ("", "", "", "prefers natural fibres", "often buys gifts", "likes new arrivals",
                 "asks about care instructions", "prefers fragrance-free skincare")
+
+
+def style_id_of(base: str) -> str:
+    """The style id of a line's base product: "Wool beanie" → "style-wool-beanie" (readable
+    in the database, unique because the bases are)."""
+    return "style-" + re.sub(r"[^a-z0-9]+", "-", base.casefold()).strip("-")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from edge.demo_catalog import (
@@ -28,6 +28,7 @@ from edge.demo_catalog import (
     NOTES,
     SHOE_SIZES,
     ProductLine,
+    style_id_of,
 )
 from edge.seed import FIRST_NAMES
 from edge.seed import _tiers as spend_tiers
@@ -60,10 +61,11 @@ class DemoProduct:
     stock: int
     brand: str
     rebuy: float  # how likely a buyer buys it again (0..1)
+    style_id: str | None = None  # shared by the variants of one base; None: no variants
 
     def catalog_item(self) -> CatalogItem:
         return CatalogItem(self.product_id, self.name, self.category, self.price, self.stock,
-                           self.zone)
+                           self.zone, self.style_id)
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,12 @@ def _line_products(line: ProductLine, rng: random.Random, start: int) -> list[De
         )
         price = _price(rng, *line.price)
         brand = rng.choice(line.brands)
+        style = style_id_of(base) if line.variants else None
         for variant in variants:
             name = f"{base}, {variant}" if variant else base
             out.append(DemoProduct(f"sku-{start + len(out):05d}", name, line.category,
-                                   line.zone, price, rng.randint(4, 60), brand, line.rebuy))
+                                   line.zone, price, rng.randint(4, 60), brand, line.rebuy,
+                                   style))
     return out
 
 
@@ -153,9 +157,7 @@ def _catalog(seed: int) -> tuple[DemoProduct, ...]:
     out_of_stock = set(rng.sample(range(len(products)), max(1, len(products) * 7 // 100)))
     low = set(rng.sample(range(len(products)), len(products) // 10)) - out_of_stock
     return tuple(
-        DemoProduct(p.product_id, p.name, p.category, p.zone, p.price,
-                    0 if i in out_of_stock else rng.randint(1, 3) if i in low else p.stock,
-                    p.brand, p.rebuy)
+        replace(p, stock=0 if i in out_of_stock else rng.randint(1, 3) if i in low else p.stock)
         for i, p in enumerate(products)
     )
 

@@ -267,7 +267,29 @@ _STYLES = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS, _STYLES)
+# One-time tablet pairing codes (``storeside-edge pair-tablet``): what a person sees is a
+# short code valid for minutes and usable once; the device token the tablet then keeps is
+# made at redemption and never shown. Only the code's sha256 is kept; ``used_at`` and
+# ``device_id`` record which device a code became (redeeming sets both in one transaction).
+_PAIRING_CODES = Migration(
+    8,
+    "one-time tablet pairing codes",
+    (
+        """CREATE TABLE pairing_codes (
+            code_hash TEXT PRIMARY KEY,         -- sha256 hex of the canonical code
+            label TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            used_at REAL,
+            device_id TEXT                      -- the device it paired, once used
+        ) WITHOUT ROWID""",
+        "CREATE INDEX pairing_codes_expires ON pairing_codes(expires_at)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS, _STYLES, _PAIRING_CODES
+)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -152,6 +152,7 @@ class Ranker:
                 score=float(scores[i]),
                 relevance=float(relevance[i]),
                 reasons=(),
+                style_id=items[i].style_id,
             )
             for i in best
         ]

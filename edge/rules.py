@@ -8,8 +8,12 @@ Order of the rules, and why:
 1. per item — invalid data, out of stock, dismissed in this visit, shown too often in this
    visit (a staff dismiss counts as shown upstream), unaffordable. Caps protect the customer
    and apply with or without personalization consent.
-2. ranking by score, then diversity (at most ``max_per_category_in_top`` per category in the
-   top ``top_n``, filled from lower ranks), then the daily impression budget shrinks the list.
+2. ranking by score, then one variant per style (the best-scored variant that passed the
+   item rules stands for its style: "Wool beanie, grey" and "…, navy" are one suggestion,
+   the card names the other variants), then diversity (at most
+   ``max_per_category_in_top`` per category in the top ``top_n``, filled from lower ranks),
+   then the daily impression budget shrinks the list. The model scores SKUs; styles are a
+   rule because two colours of one product are one idea to the customer, not two.
 3. consent — without ``personalize`` no personal data is used (no affordability filter, no
    personal reasons); ``allowed_by`` records which consent let each suggestion through.
 4. the app offer: the best suggestion only, with ``app_offers`` consent, outside quiet hours,
@@ -21,15 +25,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from models.config_checks import check_fields
 from models.reasons import Reason
 
 DROP_RULES = (
-    "invalid", "out_of_stock", "dismissed", "shown_cap", "unaffordable", "diversity",
-    "daily_cap",
+    "invalid", "out_of_stock", "dismissed", "shown_cap", "unaffordable", "same_style",
+    "diversity", "daily_cap",
 )
 APP_OFFER_BLOCKS = ("no_consent", "quiet_hours", "capped", "nothing_eligible", "below_threshold")
 PERSONALIZE, APP_OFFERS, POPULAR = "personalize", "app_offers", "popular"
@@ -46,6 +50,15 @@ class Candidate:
     score: float
     relevance: float
     reasons: tuple[Reason, ...]
+    # The product's style (model) when it is one variant of several; None: its own style.
+    # Keyword-only with a default so every existing positional constructor keeps working.
+    style_id: str | None = field(default=None, kw_only=True)
+
+
+def style_key(product_id: str, style_id: str | None) -> str:
+    """One key per style; a product without a style is a style of its own (the prefixes
+    keep a product id from colliding with a style id of the same spelling)."""
+    return f"s:{style_id}" if style_id is not None else f"p:{product_id}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,11 @@ class CustomerContext:
 
 @dataclass(frozen=True)
 class CapState:
-    """What the customer already saw, all channels (read from the impression log)."""
+    """What the customer already saw, all channels (read from the impression log).
+
+    ``dismissed_in_visit`` holds every product not to suggest again in this visit: the
+    store puts the other variants of a dismissed product's style in it too.
+    """
 
     shown_in_visit: Mapping[str, int]
     dismissed_in_visit: frozenset[str]
@@ -192,9 +209,15 @@ def decide(
 
     picked: list[Candidate] = []
     per_category: dict[str, int] = {}
+    styles: set[str] = set()
     for c in eligible:
         if len(picked) >= config.top_n:
             break
+        style = style_key(c.product_id, c.style_id)
+        if style in styles:  # its best variant already stood for it (picked or not)
+            dropped[c.product_id] = "same_style"
+            continue
+        styles.add(style)
         if per_category.get(c.category, 0) >= config.max_per_category_in_top:
             dropped[c.product_id] = "diversity"
             continue

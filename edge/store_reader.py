@@ -40,6 +40,11 @@ VISIT_IMPRESSIONS_SQL = "SELECT product_id, channel, event_id FROM impressions W
 VISIT_DISMISSED_SQL = (
     "SELECT product_id FROM feedback WHERE visit_id = ? AND channel = 'staff' AND action = ?"
 )
+# The other variants of the dismissed products' styles (a dismiss hides the style).
+STYLE_SIBLINGS_SQL = (
+    "SELECT product_id FROM catalog WHERE style_id IN (SELECT style_id FROM catalog "
+    "WHERE product_id IN (SELECT value FROM json_each(?)))"
+)
 DAY_IMPRESSIONS_SQL = (
     "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN channel = 'app' THEN event_id END) "
     "FROM impressions WHERE subject = ? AND ts >= ?"
@@ -138,7 +143,7 @@ class EdgeReader:
 
     def catalog(self) -> list[CatalogItem]:
         rows = self._conn.execute(
-            "SELECT product_id, name, category, price, stock, zone FROM catalog "
+            "SELECT product_id, name, category, price, stock, zone, style_id FROM catalog "
             "ORDER BY product_id"
         ).fetchall()
         return [CatalogItem(*row) for row in rows]
@@ -198,6 +203,10 @@ class EdgeReader:
             dismissed = [r[0] for r in conn.execute(VISIT_DISMISSED_SQL, (visit_id, DISMISSED))]
             for product_id in dismissed:
                 shown[product_id] = shown.get(product_id, 0) + 1
+            hidden = set(dismissed)
+            if dismissed:  # no extra query on the common path (nothing dismissed yet)
+                hidden.update(r[0] for r in conn.execute(STYLE_SIBLINGS_SQL,
+                                                         (json.dumps(dismissed),)))
             today, app_today = conn.execute(DAY_IMPRESSIONS_SQL, (subject, day_start_ts)).fetchone()
             (dismissed_today,) = conn.execute(
                 DAY_DISMISSED_SQL, (subject, day_start_ts, DISMISSED)
@@ -206,7 +215,7 @@ class EdgeReader:
             conn.execute("COMMIT")
         return CapCounts(
             shown_in_visit=shown,
-            dismissed_in_visit=frozenset(dismissed),
+            dismissed_in_visit=frozenset(hidden),
             impressions_today=int(today) + int(dismissed_today),
             app_offers_today=int(app_today),
             app_offers_in_visit=len(app_events),

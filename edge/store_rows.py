@@ -60,6 +60,9 @@ class CatalogItem:
     price: float
     stock: int
     zone: str | None
+    # The style (product model) this SKU is a variant of; None: a style of its own. Last and
+    # defaulted so positional constructors written before styles keep working.
+    style_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +114,8 @@ class CapCounts:
     """What a customer has already been shown, for frequency caps across channels.
 
     A staff "dismissed" feedback counts as one more showing of that product (in the visit
-    and in the day) and puts the product in ``dismissed_in_visit``.
+    and in the day) and puts the product, and the other variants of its style, in
+    ``dismissed_in_visit`` (who turned down the grey beanie does not want the navy one).
     """
 
     shown_in_visit: dict[str, int]
@@ -175,6 +179,8 @@ def check_catalog_item(item: CatalogItem) -> None:
     require_number(item.price, "bad_catalog_item", "price", minimum=0)
     if isinstance(item.stock, bool) or not isinstance(item.stock, int) or item.stock < 0:
         raise StoreInputError("bad_catalog_item", f"stock must be an int >= 0, got {item.stock!r}")
+    if item.style_id is not None:
+        require_text(item.style_id, "bad_catalog_item", "style_id")
 
 
 def stock_delta(quantity: float) -> int:

@@ -43,6 +43,15 @@ OFFER_UPSERT = (
     "discount_pct = excluded.discount_pct, valid_from = excluded.valid_from, "
     "valid_to = excluded.valid_to"
 )
+# Seeding (``EdgeStore.upsert_catalog``) and the catalog feed write items the same way; an
+# update, not a replace, so the catalog_upd trigger bumps catalog_version only on a change.
+CATALOG_UPSERT = (
+    "INSERT INTO catalog(product_id, name, category, price, stock, zone, style_id, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(product_id) DO UPDATE SET "
+    "name = excluded.name, category = excluded.category, price = excluded.price, "
+    "stock = excluded.stock, zone = excluded.zone, style_id = excluded.style_id, "
+    "updated_at = excluded.updated_at"
+)
 _CURSOR_SAVE = (
     "INSERT INTO sync_feeds(feed, cursor, last_success_at, items_applied) VALUES (?, ?, ?, ?) "
     "ON CONFLICT(feed) DO UPDATE SET cursor = excluded.cursor, "
@@ -154,11 +163,8 @@ class SyncWrites:
         which is how the worker's in-stock cache learns of the change."""
         with self._write() as conn:
             conn.executemany(
-                "INSERT INTO catalog(product_id, name, category, price, stock, zone, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(product_id) DO UPDATE SET "
-                "name = excluded.name, category = excluded.category, price = excluded.price, "
-                "stock = excluded.stock, zone = excluded.zone, updated_at = excluded.updated_at",
-                [(c.product_id, c.name, c.category, c.price, c.stock, c.zone, now)
+                CATALOG_UPSERT,
+                [(c.product_id, c.name, c.category, c.price, c.stock, c.zone, c.style_id, now)
                  for c in upserts],
             )
             conn.executemany(

@@ -120,6 +120,7 @@ class CatalogUpsert:
     price: float
     stock: int
     zone: str | None
+    style_id: str | None = None  # absent in a hub older than styles: a style of its own
 
 
 def catalog_change(item: Mapping[str, Any]) -> CatalogUpsert | Removal:
@@ -142,6 +143,7 @@ def catalog_change(item: Mapping[str, Any]) -> CatalogUpsert | Removal:
         price=price,
         stock=int(stock),
         zone=_optional_text(item.get("zone"), "zone"),
+        style_id=_optional_text(item.get("style_id"), "style_id"),
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 MAX_BULK = 50_000
 MAX_ZONES = 200
-CSV_COLUMNS = ("product_id", "name", "category", "price", "brand")
+CSV_COLUMNS = ("product_id", "name", "category", "price", "brand", "style_id")
 
 
 class InputError(ValueError):
@@ -51,6 +51,9 @@ class Product:
     category: str | None
     price: float
     brand: str | None
+    # The style (product model) this SKU is a variant of, e.g. one id for every colour of a
+    # beanie; None: a style of its own. Stores show one suggestion per style.
+    style_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,16 @@ def product_id_of(doc: Mapping[str, Any], reason: str) -> str:
     return value
 
 
+def style_id_of(doc: Mapping[str, Any], reason: str) -> str | None:
+    """Optional; spelled like a product id (ERP style codes are)."""
+    value = doc.get("style_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not PRODUCT_ID.match(value):
+        raise InputError(reason, "style_id", "must match " + PRODUCT_ID.pattern)
+    return value
+
+
 def _no_unknown(doc: Mapping[str, Any], allowed: Iterable[str], reason: str) -> None:
     unknown = sorted(set(doc) - set(allowed))
     if unknown:
@@ -145,6 +158,7 @@ def parse_product(doc: Mapping[str, Any]) -> Product:
         category=optional_text(doc, "category", "bad_product", 120),
         price=finite_number(doc.get("price"), "price", "bad_product", minimum=0),
         brand=optional_text(doc, "brand", "bad_product", 120),
+        style_id=style_id_of(doc, "bad_product"),
     )
 
 
@@ -157,8 +171,8 @@ def parse_products(body: object) -> list[Product]:
 
 def parse_products_csv(text: str) -> list[Product]:
     """CSV with a header row naming (a subset of) ``CSV_COLUMNS``; product_id, name and price
-    are required. An empty category / brand cell is "none". Row indexes count data rows from
-    0 (the header is not a row)."""
+    are required. An empty category / brand / style_id cell is "none". Row indexes count
+    data rows from 0 (the header is not a row)."""
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
     missing = [c for c in ("product_id", "name", "price") if c not in header]

@@ -102,3 +102,12 @@ OFFER_REFRESH_SEQ = Migration(
     "offer refresh remembers the change sequence it ran at",
     ("ALTER TABLE offer_refresh ADD COLUMN refreshed_seq INTEGER NOT NULL DEFAULT 0",),
 )
+
+# Styles: ``style_id`` groups the variants (colours, sizes) of one product model; NULL: the
+# product is a style of its own. Sent in the catalog feed so a store shows one suggestion per
+# style; a style change is a feed change like a name change.
+PRODUCT_STYLES = Migration(
+    13,
+    "products.style_id: variants of one style",
+    ("ALTER TABLE products ADD COLUMN style_id TEXT",),
+)

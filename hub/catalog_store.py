@@ -2,8 +2,8 @@
 
 Built on ``HubDB`` (one writer, ``BEGIN IMMEDIATE``, global change sequence). A store's feed
 row is ``assortment(store, product_id)``; it gets a new sequence number exactly when
-something the store sees changes — the product's name / category / price (every store that
-lists it), its zone or stock in that store, or its removal (``listed = 0``). A write that
+something the store sees changes — the product's name / category / price / style (every
+store that lists it), its zone or stock in that store, or its removal (``listed = 0``). A write that
 changes nothing (an ERP resending the same stock) allocates nothing, so the feeds stay quiet.
 
 Sequence numbers are unique within one store's feed (one per product per change), which is
@@ -25,9 +25,10 @@ from hub.storage import HubDB
 
 logger = logging.getLogger(__name__)
 
-_PRODUCT_KEYS = ("product_id", "name", "category", "price", "brand", "updated_at")
+_PRODUCT_KEYS = ("product_id", "name", "category", "price", "brand", "style_id", "updated_at")
 _FEED_SQL = (
-    "SELECT a.seq, a.product_id, a.listed, p.name, p.category, p.price, a.stock, a.zone "
+    "SELECT a.seq, a.product_id, a.listed, p.name, p.category, p.price, a.stock, a.zone, "
+    "p.style_id "
     "FROM assortment a LEFT JOIN products p USING (product_id) "
     "WHERE a.store = ? AND a.seq > ? ORDER BY a.seq LIMIT ?"
 )
@@ -55,33 +56,35 @@ class CatalogStore:
     # ------------------------------------------------------------------ products
 
     def upsert_products(self, products: Iterable[Product]) -> dict[str, int]:
-        """Insert or update; returns counts. Stores listing a product whose name, category
-        or price changed get a feed item (brand is not in the feed)."""
+        """Insert or update; returns counts. Stores listing a product whose name, category,
+        price or style changed get a feed item (brand is not in the feed)."""
         rows = list(products)
         now = self.db.clock()
         created = changed = 0
         with self.db.write() as conn:
             current = {r[0]: tuple(r[1:]) for r in conn.execute(
-                "SELECT product_id, name, category, price, brand FROM products "
+                "SELECT product_id, name, category, price, style_id, brand FROM products "
                 "WHERE product_id IN (SELECT value FROM json_each(?))",
                 (json.dumps([p.product_id for p in rows]),))}
             upserts, bumped = [], []
             for p in rows:
                 before = current.get(p.product_id)
-                if before == (p.name, p.category, p.price, p.brand):
+                fed = (p.name, p.category, p.price, p.style_id)  # what the stores see
+                if before == (*fed, p.brand):
                     continue
-                upserts.append((p.product_id, p.name, p.category, p.price, p.brand, now))
+                upserts.append((p.product_id, *fed, p.brand, now))
                 if before is None:
                     created += 1
                 else:
                     changed += 1
-                    if before[:3] != (p.name, p.category, p.price):
+                    if before[:4] != fed:
                         bumped.append(p.product_id)
             conn.executemany(
-                "INSERT INTO products(product_id, name, category, price, brand, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(product_id) DO UPDATE SET "
+                "INSERT INTO products(product_id, name, category, price, style_id, brand, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(product_id) DO UPDATE SET "
                 "name = excluded.name, category = excluded.category, price = excluded.price, "
-                "brand = excluded.brand, updated_at = excluded.updated_at",
+                "style_id = excluded.style_id, brand = excluded.brand, "
+                "updated_at = excluded.updated_at",
                 upserts,
             )
             self._bump_listings(conn, bumped, now)
@@ -122,7 +125,8 @@ class CatalogStore:
             ("product_id > ?", (after,))
         with self.db.read() as conn:
             rows = conn.execute(
-                "SELECT product_id, name, category, price, brand, updated_at FROM products "
+                "SELECT product_id, name, category, price, brand, style_id, updated_at "
+                "FROM products "
                 f"WHERE {where} ORDER BY product_id LIMIT ?", (*args, limit)).fetchall()
         return [dict(zip(_PRODUCT_KEYS, r, strict=True)) for r in rows]
 
@@ -267,8 +271,9 @@ class CatalogStore:
 
 
 def _catalog_item(row: Sequence[Any]) -> dict[str, Any]:
-    seq, product_id, listed, name, category, price, stock, zone = row
+    seq, product_id, listed, name, category, price, stock, zone, style_id = row
     if not listed or name is None:
         return {"op": "delete", "seq": seq, "product_id": product_id}
     return {"op": "upsert", "seq": seq, "product_id": product_id, "name": name,
-            "category": category, "price": price, "stock": stock, "zone": zone}
+            "category": category, "price": price, "stock": stock, "zone": zone,
+            "style_id": style_id}

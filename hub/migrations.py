@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from hub.catalog_schema import CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ
+from hub.catalog_schema import CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ, PRODUCT_STYLES
 from hub.model_schema import MODELS
 from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
 
@@ -166,7 +166,8 @@ _EVENTS = Migration(
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
-    _CORE, _MEMBERS, _EVENTS, CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ, MODELS,
+    _CORE, _MEMBERS, _EVENTS, CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ, PRODUCT_STYLES,
+    MODELS,
 )
 
 

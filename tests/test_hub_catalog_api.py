@@ -70,6 +70,8 @@ def test_products_json_and_csv_upsert_and_read(hub: EmbeddedHub) -> None:
      {"reason": "bad_product", "field": "product_id", "index": 0}),
     (b'{"products": [{"product_id": "p-1", "name": "A", "price": 1, "colour": "red"}]}', {},
      422, {"reason": "bad_product", "field": "colour"}),
+    (b'{"products": [{"product_id": "p-1", "name": "A", "price": 1, "style_id": "a b"}]}', {},
+     422, {"reason": "bad_product", "field": "style_id", "index": 0}),
     (b'{"items": []}', {}, 422, {"reason": "bad_product", "field": "products"}),
     (b"product_id,name\np-1,A\n", {"Content-Type": "text/csv"}, 422,
      {"reason": "bad_csv", "field": "header"}),
@@ -142,7 +144,7 @@ def test_catalog_feed_pages_changes_and_deletes(hub: EmbeddedHub) -> None:
         assert [i["product_id"] for i in items] == ["p-1", "p-2", "p-3"]
         assert items[0] == {"op": "upsert", "seq": items[0]["seq"], "product_id": "p-1",
                             "name": "Milk 1l", "category": "dairy", "price": 1.2,
-                            "stock": 10, "zone": "dairy"}
+                            "stock": 10, "zone": "dairy", "style_id": None}
         assert items[1]["stock"] == 0  # listed without a count: not in stock until the ERP
         cursor = pages[1]["cursor"]
         assert int(cursor) >= items[-1]["seq"]

@@ -24,7 +24,8 @@ PIDS = ("p-1", "p-2", "p-3")
 T0 = 1_750_000_000.0
 
 CATALOG_OPS = st.lists(st.one_of(
-    st.tuples(st.just("product"), st.sampled_from(PIDS), st.sampled_from([1.0, 2.0, 3.0])),
+    st.tuples(st.just("product"), st.sampled_from(PIDS), st.sampled_from([1.0, 2.0, 3.0]),
+              st.sampled_from([None, "st-a", "st-b"])),  # style: a change stores must see
     st.tuples(st.just("list"), st.sampled_from(STORES), st.sampled_from(PIDS),
               st.sampled_from([None, "a", "b"]), st.one_of(st.none(), st.integers(0, 3))),
     st.tuples(st.just("stock"), st.sampled_from(STORES), st.sampled_from(PIDS),
@@ -73,12 +74,13 @@ class CatalogModel:
 
     def __init__(self) -> None:
         self.prices: dict[str, float] = {}
+        self.styles: dict[str, str | None] = {}
         self.rows: dict[str, dict[str, list[Any]]] = {s: {} for s in STORES}  # [zone, stock, on]
 
     def apply(self, op: tuple[Any, ...]) -> None:
         kind = op[0]
         if kind == "product":
-            self.prices[op[1]] = op[2]
+            self.prices[op[1]], self.styles[op[1]] = op[2], op[3]
         elif kind == "list" and op[2] in self.prices:
             old = self.rows[op[1]].get(op[2])
             stock = op[4] if op[4] is not None else (old[1] if old else 0)
@@ -95,7 +97,8 @@ class CatalogModel:
 
     def state(self, store: str) -> dict[str, Any]:
         return {pid: {"product_id": pid, "name": f"name {pid}", "category": "c",
-                      "price": self.prices[pid], "stock": stock, "zone": zone}
+                      "price": self.prices[pid], "stock": stock, "zone": zone,
+                      "style_id": self.styles[pid]}
                 for pid, (zone, stock, on) in self.rows[store].items() if on}
 
 
@@ -108,11 +111,12 @@ def test_catalog_feed_converges(ops: list[tuple[Any, ...]], limit: int) -> None:
         live: dict[str, dict[str, Any]] = {s: {} for s in STORES}  # polling after each change
         cursors = dict.fromkeys(STORES, 0)
         # every product exists and is listed everywhere first, so later ops hit real rows
-        start = [("product", pid, 1.0) for pid in PIDS] + \
+        start = [("product", pid, 1.0, None) for pid in PIDS] + \
             [("list", store, pid, None, 1) for store in STORES for pid in PIDS]
         for op in start + ops:
             if op[0] == "product":
-                catalog.upsert_products([Product(op[1], f"name {op[1]}", "c", op[2], None)])
+                catalog.upsert_products([Product(op[1], f"name {op[1]}", "c", op[2], None,
+                                                 op[3])])
             elif op[0] == "list":
                 if catalog.products(product_id=op[2]):
                     catalog.set_assortment(op[1], [Listing(op[2], op[3], op[4])])
