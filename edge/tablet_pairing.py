@@ -18,8 +18,8 @@ import json
 import logging
 import math
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -44,7 +44,8 @@ REFUSED_STATUS = {"malformed_code": 422, "unknown_code": 401, "code_used": 410,
                   "code_expired": 410}
 MESSAGES = {
     "unpaired": "This tablet is not paired with the store yet.",
-    "malformed_code": "That is not a pairing code: it has 8 letters and digits, like K7QM-4XPD.",
+    "malformed_code": "That is not a pairing code: it has 8 letters and digits, like "
+                      "K7QM-4XPD, and never 0, 1, I, L or O.",
     "unknown_code": "This pairing code is not valid. Check it, or ask for a new one.",
     "code_used": "This pairing code was already used. Ask for a new one.",
     "code_expired": "This pairing code has expired. Ask for a new one.",
@@ -59,7 +60,7 @@ router = APIRouter()
 
 
 def pair_page(reason: str, status: int, *, code: str = "",
-              headers: dict[str, str] | None = None) -> HTMLResponse:
+              headers: Mapping[str, str] | None = None) -> HTMLResponse:
     """The pairing page (form to type a code) with why it is shown."""
     text = (STATIC_DIR / "pair.html").read_text(encoding="utf-8")
     body = (text.replace("{{message}}", html.escape(MESSAGES.get(reason, "")))
@@ -114,8 +115,8 @@ def pair_in_browser(request: Request, code: str | None = None) -> HTMLResponse |
     try:
         device, token = redeem(request, code)
     except HTTPException as exc:
-        detail: dict[str, Any] = exc.detail
-        return pair_page(detail["reason"], exc.status_code, code=code, headers=exc.headers)
+        why = exc.detail.get("reason", "") if isinstance(exc.detail, dict) else ""
+        return pair_page(why, exc.status_code, code=code, headers=exc.headers)
     logger.info("tablet %s paired in a browser", device.device_id)
     response = RedirectResponse("/tablet", status_code=303, headers=PAGE_HEADERS)
     set_device_cookie(request, response, token)
