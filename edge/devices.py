@@ -107,9 +107,11 @@ def _check_label(label: str) -> str:
 
 
 def pair_device(db_path: Path, label: str, *, now: float | None = None) -> str:
-    """Register a new tablet; returns its raw token (the only time it exists in clear).
+    """Register a new device directly; returns its raw token (the only time it exists in
+    clear). For tests and tools that keep the token in a program: people pair tablets with
+    a one-time code (``create_pairing_code``), so no token is ever shown to them.
 
-    Migrates the database first if needed, so the demo can pair before the edge runs.
+    Migrates the database first if needed.
     """
     label = _check_label(label)
     with _connect(Path(db_path)) as conn, immediate_transaction(conn):
