@@ -237,7 +237,7 @@ def parse_inbound(
 # --------------------------------------------------------------------------- outbound
 
 
-TRIGGERS: Final = frozenset({"checkin", "zone_dwell", "refresh"})
+TRIGGERS: Final = frozenset({"checkin", "zone_dwell", "refresh", "restore"})
 SOURCES: Final = frozenset({"model", "popular"})
 STATES: Final = frozenset({"online", "offline", "degraded"})
 

@@ -267,6 +267,22 @@ _STYLES = Migration(
     ),
 )
 
+# Restart (edge.visit_restore): an open visit's tracker state is checkpointed into its row so
+# a restarted edge carries on with the same visit (same visit_id: caps and dismissals hold).
+# ``resume`` is the JSON of edge.visit.VisitState; ``end_reason`` says why a restart closed
+# a row (``restart_timeout``, ...), NULL for visits that ended live. The partial index keeps
+# the start-up read of open rows small however long the history grows.
+_VISIT_RESUME = Migration(
+    7,
+    "visits: last seen, resumable tracker state, end reason",
+    (
+        "ALTER TABLE visits ADD COLUMN last_seen_at REAL",
+        "ALTER TABLE visits ADD COLUMN resume TEXT",
+        "ALTER TABLE visits ADD COLUMN end_reason TEXT",
+        "CREATE INDEX visits_open ON visits(started_at) WHERE ended_at IS NULL",
+    ),
+)
+
 # One-time tablet pairing codes (``storeside-edge pair-tablet``): what a person sees is a
 # short code valid for minutes and usable once; the device token the tablet then keeps is
 # made at redemption and never shown. Only the code's sha256 is kept; ``used_at`` and
@@ -288,7 +304,8 @@ _PAIRING_CODES = Migration(
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
-    _CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS, _STYLES, _PAIRING_CODES
+    _CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS, _STYLES, _VISIT_RESUME,
+    _PAIRING_CODES,
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

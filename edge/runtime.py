@@ -30,6 +30,7 @@ from edge.sync import SyncClient
 from edge.sync_runtime import start_sync, sync_status
 from edge.tokens import ReplayGuard, TokenVerifier
 from edge.visit import VisitTracker
+from edge.visit_restart import VisitCheckpoint, restore_visits
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class EdgeRuntime:
     started_at: float
     model_updater: ModelUpdater | None = None
     sync: SyncClient | None = None  # hub sync threads, when hub.hub_url is set
+    visit_checkpoint: VisitCheckpoint | None = None  # open visits' state, for a restart
 
     @classmethod
     def start(
@@ -127,6 +129,10 @@ class EdgeRuntime:
         # reach so a full collection does not land in the middle of a visit's ranking.
         gc.collect()
         gc.freeze()
+        # Customers in the store before a restart come back (same visit ids, their cards):
+        # now, while no worker runs and no broker delivers (edge.visit_restart).
+        checkpoint = VisitCheckpoint(store, service.tracker)
+        restore_visits(service, checkpoint, clock())
         dispatcher = Dispatcher(
             service.handlers(),
             metrics=metrics,
@@ -138,6 +144,7 @@ class EdgeRuntime:
             max_payload_bytes=settings.mqtt.max_payload_bytes,
             rejections=(CheckinRefused,),
         )
+        dispatcher.add_tick(checkpoint.tick)
         dispatcher.start()
         if bridge is not None:
             bridge.set_consumer(dispatcher.offer)
@@ -158,7 +165,7 @@ class EdgeRuntime:
             updater = ModelUpdater(settings, ranker, api, model_keys)
             updater.start()
         runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now,
-                      model_updater=updater)
+                      model_updater=updater, visit_checkpoint=checkpoint)
         if settings.hub.enabled:  # offline-first: serving never waits for the hub
             runtime.sync = start_sync(runtime, load_public_keys(settings.tokens.public_keys_dir))
         return runtime
@@ -171,6 +178,11 @@ class EdgeRuntime:
         if self.model_updater is not None:
             self.model_updater.stop()
         self.dispatcher.stop(drain=True)
+        if self.visit_checkpoint is not None:  # the worker is gone: the state as it ends
+            try:
+                self.visit_checkpoint.tick()
+            except Exception:
+                logger.exception("last visit checkpoint failed")
         if self.bridge is not None:
             self.bridge.stop()
         self.store.close()

@@ -254,9 +254,14 @@ class EdgeService:
         )
 
     def recommend(
-        self, visit: Visit, trigger: str, now: float, zone: str | None, cause: str | None = None
+        self, visit: Visit, trigger: str, now: float, zone: str | None, cause: str | None = None,
+        *, redisplay: bool = False,
     ) -> Decision:
-        """Rank, apply rules, log, deliver. Consent is checked here, on every call."""
+        """Rank, apply rules, log, deliver. Consent is checked here, on every call.
+
+        ``redisplay`` (a visit restored after a restart, edge.visit_restart): the staff card
+        only. No app offer (the phone had its push before the restart) and no impressions
+        (staff saw the card before; logging it again would spend the visit's caps)."""
         started = time.perf_counter()
         scopes = visit.scopes
         profile = None
@@ -337,9 +342,10 @@ class EdgeService:
         # caps in between, and the tablet gets its card ~0.15 ms sooner.
         self.publish(self.topics.staff_recommendations, card, 1, False)
         self.live.update_card(visit.visit_id, card)
-        self._record_impressions(event_id, visit, "staff", decision.staff, now)
         self.metrics.recommendations.labels("staff", ranked.source).inc()
-        self._deliver_app_offer(visit, decision, now, applied)
+        if not redisplay:
+            self._record_impressions(event_id, visit, "staff", decision.staff, now)
+            self._deliver_app_offer(visit, decision, now, applied)
         self.metrics.ranking_seconds.observe(time.perf_counter() - started)
         return decision
 

@@ -45,6 +45,7 @@ from edge.store_rows import (
     require_text,
 )
 from edge.store_sync import CATALOG_UPSERT, OFFER_UPSERT, SyncWrites
+from edge.store_visits import VisitStateWrites
 from models.sqlite_db import SQLiteDB
 from models.transactions import Transaction
 
@@ -63,7 +64,7 @@ class StoreClosedError(RuntimeError):
     """The store was closed; the service is shutting down."""
 
 
-class EdgeStore(SQLiteDB[EdgeReader], EventWrites, SyncWrites):
+class EdgeStore(SQLiteDB[EdgeReader], EventWrites, SyncWrites, VisitStateWrites):
     """Owner of the SQLite file: opens it, migrates it, and performs every write."""
 
     closed_error = StoreClosedError

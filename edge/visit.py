@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TypeAlias
 
@@ -124,8 +125,9 @@ class VisitChange:
 
 
 @dataclass
-class _Live:
-    """Mutable state of one active visit (snapshots go out as frozen ``Visit``)."""
+class VisitState:
+    """Mutable state of one active visit (snapshots go out as frozen ``Visit``). Copies of
+    it are what the edge saves to carry a visit across a restart (``edge.visit_restore``)."""
 
     visit_id: str
     subject: str
@@ -147,7 +149,7 @@ class _Live:
 @dataclass
 class _Subject:
     clock: float  # latest event ts applied for this subject: older events are late
-    live: _Live | None = None
+    live: VisitState | None = None
     last: Visit | None = None  # latest snapshot, active or ended
     ended_at: float | None = None
     ended_decided: float = -math.inf  # when the end fired (event ts or tick time)
@@ -221,7 +223,8 @@ class VisitTracker:
         if state.live is None:
             if not self._starts_visit(event):
                 return out
-            state.live = _Live(visit_id_for(event.subject, event.event_id), event.subject, ts, ts)
+            visit_id = visit_id_for(event.subject, event.event_id)
+            state.live = VisitState(visit_id, event.subject, ts, ts)
             started = len(out)
             out += self._on_event(state.live, event, ts)
             out.insert(started, VisitChange("visit_started", self._snapshot(state.live)))
@@ -257,6 +260,27 @@ class VisitTracker:
         """Erasure: drop everything kept about the subject."""
         self._subjects.pop(subject, None)
 
+    def states(self) -> list[VisitState]:
+        """Copies of the active visits' full states (the restart checkpoint saves them)."""
+        return [replace(s.live) for s in self._subjects.values() if s.live is not None]
+
+    def restore(self, saved: Iterable[VisitState], now: float) -> list[VisitChange]:
+        """Carry on with visits saved before a restart as if the tracker had run all along:
+        deadlines due by ``now`` fire here (a visit silent for ``visit_timeout_s`` ends,
+        a pending geofence exit past its grace ends it). A subject already tracked keeps its
+        state. Its clock is the saved ``last_seen``, or ``now`` if the wall clock went back
+        meanwhile, so new events are never refused as late."""
+        out: list[VisitChange] = []
+        for copy in saved:
+            if copy.subject in self._subjects:
+                continue
+            state = _Subject(clock=min(copy.last_seen, now), live=replace(copy))
+            self._subjects[copy.subject] = state
+            out += self._advance(state, now)
+            if state.live is not None:
+                state.last = self._snapshot(state.live)
+        return out
+
     # -- internals --------------------------------------------------------------------
 
     def _remember(self, event_id: str) -> None:
@@ -283,7 +307,7 @@ class VisitTracker:
         state.last = self._snapshot(live)
         return [VisitChange("checked_in", state.last)]
 
-    def _on_event(self, live: _Live, event: Event, ts: float) -> list[VisitChange]:
+    def _on_event(self, live: VisitState, event: Event, ts: float) -> list[VisitChange]:
         cfg = self.config
         live.last_seen = ts
         out: list[VisitChange] = []
@@ -317,7 +341,7 @@ class VisitTracker:
                 live.in_store, live.exit_since = True, None
         return out
 
-    def _leave_zone(self, live: _Live) -> list[VisitChange]:
+    def _leave_zone(self, live: VisitState) -> list[VisitChange]:
         zone, counted = live.zone, live.dwell_fired
         live.zone, live.dwell_fired, live.zone_rssi = None, False, -math.inf
         if zone is None or not counted:
@@ -354,7 +378,7 @@ class VisitTracker:
                 out.append(VisitChange("visit_ended", state.last))
         return out
 
-    def _snapshot(self, live: _Live) -> Visit:
+    def _snapshot(self, live: VisitState) -> Visit:
         return Visit(
             visit_id=live.visit_id,
             subject=live.subject,
@@ -370,7 +394,7 @@ class VisitTracker:
         )
 
 
-def _confidence(live: _Live) -> float:
+def _confidence(live: VisitState) -> float:
     signals: list[float] = []
     if live.checked_in:
         signals.append(_P_CHECKIN)
