@@ -56,6 +56,24 @@ def test_catalog_is_readable_priced_stocked_and_zoned() -> None:
     assert stock["out"] >= 5 and stock["low"] >= 5 and stock["ok"] > len(products) / 2
 
 
+def test_variants_of_one_product_share_a_style_id() -> None:
+    """"Wool beanie, grey" and "Wool beanie, navy" are one style: the edge suggests it once."""
+    products = demo_population(7, 0).products
+    styles: dict[str, set[str]] = {}
+    for p in products:
+        if p.style_id is not None:
+            styles.setdefault(p.style_id, set()).add(p.name.rsplit(", ", 1)[0])
+    assert styles["style-wool-beanie"] == {"Wool beanie"}
+    assert all(len(bases) == 1 for bases in styles.values())  # one base per style...
+    assert len({b for bases in styles.values() for b in bases}) == len(styles)  # ...and back
+    sizes = Counter(p.style_id for p in products if p.style_id is not None)
+    assert min(sizes.values()) >= 2 and len(sizes) >= 30
+    assert all(re.match(ID_PATTERN, style) for style in sizes)
+    single = [p for p in products if p.style_id is None]  # no variants: a style of its own
+    assert single and all(sum(q.name == p.name for q in products) == 1 for p in single)
+    assert "Linen napkins, set of 4" in {p.name for p in single}
+
+
 def test_members_are_pseudonymous_with_mixed_consents() -> None:
     members = demo_population(7, 300).members
     assert len({m.subject for m in members}) == 300
@@ -114,6 +132,8 @@ def test_loads_into_the_edge_store(tmp_path: Path) -> None:
         assert counts == {"products": len(demo.catalog), "offers": len(demo.offers),
                           "members": 40, "purchase_lines": len(demo.history)}
         assert {i.name for i in store.catalog()} == {p.name for p in demo.population.products}
+        assert {(i.product_id, i.style_id) for i in store.catalog()} == {
+            (p.product_id, p.style_id) for p in demo.population.products}
         subject = demo.profiles[0].subject
         profile = store.get_profile(subject)
         assert profile is not None and profile.consent == demo.profiles[0].consent

@@ -1,7 +1,7 @@
 """Styles end to end on real parts: a catalog with variants goes hub → feed → edge over HTTP,
 a check-in shows one suggestion per style with its other variants listed, and a dismiss of
 one variant hides the whole style for the rest of the visit. Once more on the Ta-Feng store
-with the real ONNX model scoring SKUs."""
+with the real ONNX model scoring SKUs, and on the tablet page in headless Chromium."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from edge.broker import PrivateBroker
+from edge.cards import variant_labels
+from edge.devices import create_pairing_code
 from edge.devtools import EmbeddedEdge, MqttProbe
 from edge.probe import wait_until
 from edge.rules import RulesConfig
@@ -38,6 +42,7 @@ PRODUCTS = [
 ]
 ANA = {"loyalty_number": "L-2001", "first_name": "Ana", "tier": "gold", "home_store": "s001"}
 ANY_HOUR = RulesConfig(quiet_hours=(0, 0), app_offer_min_relevance=0.0)
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def products_csv() -> str:
@@ -128,11 +133,11 @@ def test_hub_styles_reach_the_edge_and_a_check_in_shows_one_per_style(
                        == "st-candle", 10)
 
 
-def test_model_ranked_check_in_shows_one_per_style_and_a_dismiss_hides_it(
-        tmp_path: Path, tafeng_zip: Path, broker: PrivateBroker) -> None:
-    """Ta-Feng store, real model: every three products of a category become one style, so
-    a member's favourite category would otherwise fill slots with siblings."""
-    env = make_env(tmp_path, tafeng_zip, broker.port, n_products=120, rules=ANY_HOUR)
+def styled_tafeng_store(tmp_path: Path, tafeng_zip: Path, port: int) -> tuple[
+        EdgeEnv, dict[str, CatalogItem]]:
+    """The Ta-Feng store with every three products of a category made one style, so a
+    member's favourite category would otherwise fill slots with siblings."""
+    env = make_env(tmp_path, tafeng_zip, port, n_products=120, rules=ANY_HOUR)
     with EdgeStore(env.settings.db_path) as store:
         counts: dict[str, int] = defaultdict(int)
         styled = []
@@ -142,7 +147,12 @@ def test_model_ranked_check_in_shows_one_per_style_and_a_dismiss_hides_it(
             styled.append(CatalogItem(item.product_id, item.name, item.category, item.price,
                                       item.stock, item.zone, f"st-{item.category}-{n // 3}"))
         store.upsert_catalog(styled)
-        catalog = {i.product_id: i for i in store.catalog()}
+        return env, {i.product_id: i for i in store.catalog()}
+
+
+def test_model_ranked_check_in_shows_one_per_style_and_a_dismiss_hides_it(
+        tmp_path: Path, tafeng_zip: Path, broker: PrivateBroker) -> None:
+    env, catalog = styled_tafeng_store(tmp_path, tafeng_zip, broker.port)
     style_of = {pid: item.style_id for pid, item in catalog.items()}
     with EmbeddedEdge(env.settings) as _, MqttProbe(
             broker.host, broker.port, [env.topics.staff_recommendations]) as probe:
@@ -165,3 +175,38 @@ def test_model_ranked_check_in_shows_one_per_style_and_a_dismiss_hides_it(
         after = refreshed(probe, card)["suggestions"]
         assert after and style_of[top["product_id"]] not in {
             style_of[s["product_id"]] for s in after}
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
+def test_the_tablet_page_names_the_other_variants(
+        tmp_path: Path, tafeng_zip: Path, broker: PrivateBroker) -> None:
+    env, catalog = styled_tafeng_store(tmp_path, tafeng_zip, broker.port)
+    subject = env.seed.subjects[0]
+    with EmbeddedEdge(env.settings) as edge, MqttProbe(
+            broker.host, broker.port, [env.topics.staff_recommendations]) as probe, \
+            sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            code = create_pairing_code(env.settings.db_path, "styles tablet", 600)
+            page.goto(f"{edge.url}/tablet/pair?code={code}")
+            expect(page.locator("#conn")).to_have_attribute("data-state", "online",
+                                                             timeout=5_000)
+            sent = check_in(probe, env, subject)
+            rows = page.locator(f'.card[data-subject="{subject}"] .sug')
+            expect(rows).to_have_count(len(sent["suggestions"]), timeout=5_000)
+            for i, s in enumerate(sent["suggestions"]):
+                row = rows.nth(i)
+                assert row.get_attribute("data-product-id") == s["product_id"]
+                names = [v["name"] for v in s["variants"]]
+                if names:
+                    expect(row.locator(".sug-variants")).to_have_text(
+                        "also in " + " · ".join(names))
+                    siblings = [catalog[v["product_id"]].name for v in s["variants"]]
+                    assert names == variant_labels(s["name"], siblings)
+                else:
+                    expect(row.locator(".sug-variants")).to_have_count(0)
+            assert any(s["variants"] for s in sent["suggestions"])
+            page.close()  # before the edge stops: an open live feed would hold it up
+        finally:
+            browser.close()

@@ -225,6 +225,7 @@
     if (s.zone) sub.append(` · ${pretty(s.zone)}`);
     sub.append(" · ");
     sub.append(s.stock <= 3 ? el("span", "low", `only ${s.stock} left`) : el("span", "ok", `${s.stock} in stock`));
+    renderVariants(sub, s.variants);
     renderPrice(node, s);
     const reasons = s.reasons || [];
     node.querySelector(".sug-reason").textContent = reasons.slice(0, 2).map((r) => r.text).join(" · ");
@@ -256,6 +257,14 @@
     }
     if (tapped) node.classList.add("done");
     return node;
+  }
+
+  // The suggestion stands for its style: name the other in-stock variants ("also in navy · grey").
+  function renderVariants(sub, variants) {
+    if (!Array.isArray(variants) || !variants.length) return;
+    const line = el("div", "sug-variants", `also in ${variants.map((v) => v.name).join(" · ")}`);
+    line.title = variants.map((v) => `${v.name}: ${v.stock} in stock`).join("\n");
+    sub.after(line);
   }
 
   // A store offer: a badge, the list price struck through, the price the customer pays.
