@@ -25,9 +25,11 @@ from models.bundle import DEFAULT_BUNDLE_DIR, Bundle, BundleError, load_bundle
 from models.features import (
     Context,
     CustomerHistory,
+    ItemFeatures,
     ItemStats,
     build_features,
     explain,
+    item_features,
 )
 from models.reasons import Reason
 from models.transactions import Transaction
@@ -58,6 +60,9 @@ class Ranker:
         self._stats: ItemStats = ItemStats.build([])
         self._popularity: dict[str, float] = {}
         self._ids_of: tuple[Sequence[CatalogItem], list[str]] | None = None
+        # item/context feature columns of the last (ids, stats, store, minute): the same
+        # for every visit in that minute, ~half of build_features' time
+        self._item_features: tuple[list[str], tuple[object, ...], ItemFeatures] | None = None
         self.bundle: Bundle | None = None
         self.degraded_reason: str | None = None
         self.watch: ScoreWatch | None = None
@@ -96,6 +101,22 @@ class Ranker:
         ids = [item.product_id for item in items]
         self._ids_of = (items, ids)  # holding ``items`` keeps its identity unique
         return ids
+
+    def _items_of(
+        self, ids: list[str], stats: ItemStats, context: Context, history: CustomerHistory
+    ) -> ItemFeatures:
+        """``item_features`` for this ranking, reused within the minute (the finest time
+        column is ``ctx_hour`` with minutes): keyed by the ids list itself (held, so its
+        identity stays unique; ``_ids`` returns the same list per catalog), the stats
+        snapshot, the store and the local minute."""
+        store = context.store_id or history.main_store
+        key = (stats.token, store, int(context.local // 60))
+        cached = self._item_features
+        if cached is not None and cached[0] is ids and cached[1] == key:
+            return cached[2]
+        items = item_features(ids, stats, context, store)
+        self._item_features = (ids, key, items)
+        return items
 
     @property
     def model_version(self) -> str | None:
@@ -141,21 +162,15 @@ class Ranker:
             scores = np.array([popularity.get(pid, 0.0) for pid in ids], dtype=np.float32)
             relevance = np.zeros_like(scores)
         best = _top_indices(scores, pool)
-        candidates = [
-            Candidate(
-                product_id=items[i].product_id,
-                name=items[i].name,
-                category=items[i].category,
-                price=items[i].price,
-                stock=items[i].stock,
-                zone=items[i].zone,
-                score=float(scores[i]),
-                relevance=float(relevance[i]),
-                reasons=(),
-                style_id=items[i].style_id,
-            )
-            for i in best
-        ]
+        # one conversion to Python floats for the pool, positional fields: ~1 us/candidate
+        best_scores, best_relevance = scores[best].tolist(), relevance[best].tolist()
+        candidates = []
+        for i, score, rel in zip(best, best_scores, best_relevance, strict=True):
+            item = items[i]
+            candidates.append(Candidate(
+                item.product_id, item.name, item.category, item.price, item.stock, item.zone,
+                score, rel, (), style_id=item.style_id,
+            ))
         return Ranked(candidates, source,
                       bundle.version if source == "model" and bundle is not None else None)
 
@@ -169,7 +184,9 @@ class Ranker:
         watch = self.watch
         started = time.perf_counter()
         try:
-            features = build_features(history, ids, stats, context)
+            features = build_features(
+                history, ids, stats, context, self._items_of(ids, stats, context, history)
+            )
             started = time.perf_counter()
             scores = bundle.score(features)
             relevance = bundle.relevance(scores)

@@ -27,6 +27,7 @@ __all__ = [
     "FEATURE_NAMES",
     "Context",
     "CustomerHistory",
+    "ItemFeatures",
     "ItemStats",
     "build_features",
     "explain",
@@ -117,19 +118,28 @@ def _log_ratio(num: np.ndarray, den: float | np.ndarray) -> np.ndarray:
     return np.log(np.maximum(num, 1e-6) / np.maximum(den, 1e-6))
 
 
-def build_features(
-    history: CustomerHistory, candidates: Sequence[str], stats: ItemStats, context: Context
-) -> np.ndarray:
-    """Feature matrix (len(candidates), len(FEATURE_NAMES)), float32, in FEATURE_NAMES order.
+@dataclass(frozen=True, slots=True)
+class ItemFeatures:
+    """The non-personal part of ``build_features`` for one candidate list, stats snapshot
+    and minute: item, store and context columns (personal rows zero) plus what the
+    personal columns need. Why separate: it is the same for every visit in that minute, so
+    the edge builds it once and adds only the customer's columns per check-in."""
 
-    The result is a Fortran-ordered view (features are built column by column); callers
-    that need C order (ONNX Runtime) get it from ``Bundle.score``.
-    """
+    base: np.ndarray  # (len(FEATURE_NAMES), n_cand), personal rows zero; never mutated
+    idx: np.ndarray
+    item_interval: np.ndarray
+    price: np.ndarray
+    category: np.ndarray
+
+
+def item_features(
+    candidates: Sequence[str], stats: ItemStats, context: Context, store: str | None
+) -> ItemFeatures:
+    """Item, store and visit-context columns of ``candidates`` (``store``: the store the
+    visit is in, ``context.store_id or history.main_store``)."""
     n_cand = len(candidates)
     # filled feature by feature, so column-major: each write is one contiguous run
     out = np.zeros((len(FEATURE_NAMES), n_cand), dtype=FEATURE_DTYPE)
-    if n_cand == 0:
-        return out.T
     idx = stats.lookup_candidates(candidates)
     col = _COL
     # one row gather (1-2 cache lines per candidate), then columns made contiguous
@@ -146,7 +156,6 @@ def build_features(
         out[col[f"item_recent{name}_share"]] = recent / max(total, 1.0)
         out[col[f"item_trend{name}"]] = np.where(
             sold, np.log((recent + 1.0) / (total + 1.0) / base), 0.0)
-    store = context.store_id or history.main_store
     out[col["item_store_share"]] = stats.store_popularity(store, idx)
     out[col["item_log_buyers"]] = np.log1p(item[_ITEM["buyers"]])
     out[col["item_repeat_share"]] = item[_ITEM["repeat_share"]]
@@ -167,9 +176,31 @@ def build_features(
     out[col["ctx_hour"]] = when.hour + when.minute / 60.0
     out[col["ctx_weekday"]] = weekday
     out[col["ctx_day_of_year"]] = when.timetuple().tm_yday
+    category = item[_ITEM["category"]].astype(np.int64)
+    for shared in (out, idx, item_interval, price, category):
+        shared.flags.writeable = False  # reused across visits: build_features copies
+    return ItemFeatures(out, idx, item_interval, price, category)
+
+
+def build_features(
+    history: CustomerHistory, candidates: Sequence[str], stats: ItemStats, context: Context,
+    items: ItemFeatures | None = None,
+) -> np.ndarray:
+    """Feature matrix (len(candidates), len(FEATURE_NAMES)), float32, in FEATURE_NAMES order.
+
+    The result is a Fortran-ordered view (features are built column by column); callers
+    that need C order (ONNX Runtime) get it from ``Bundle.score``. ``items``: the
+    ``item_features`` of exactly these arguments, when the caller keeps them (copied here,
+    never changed).
+    """
+    if not len(candidates):
+        return np.zeros((len(FEATURE_NAMES), 0), dtype=FEATURE_DTYPE).T
+    if items is None:
+        items = item_features(candidates, stats, context, context.store_id or history.main_store)
+    out = items.base.copy()
     if history.n_baskets:
-        category = item[_ITEM["category"]].astype(np.int64)
-        _personal(out, history, candidates, idx, stats, context, item_interval, price, category)
+        _personal(out, history, candidates, items.idx, stats, context, items.item_interval,
+                  items.price, items.category)
     return out.T
 
 
