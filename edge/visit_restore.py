@@ -33,7 +33,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 from edge.store_rows import dump_json, require_number, require_text
@@ -43,6 +44,7 @@ FORMAT = 1
 NO_STATE, SUPERSEDED, TIMED_OUT = "restart_no_state", "restart_superseded", "restart_timeout"
 # Fields every beacon moves: a change of only these is written every ``drift_s``.
 _DRIFTING = ("last_seen", "zone_heard", "zone_rssi")
+_STEADY = attrgetter(*(f.name for f in fields(VisitState) if f.name not in _DRIFTING))
 _UNSET = -math.inf  # "never" in VisitState (checkin_ts, zone_rssi); null in JSON
 _INSIDE = ("enter", "dwell")  # VisitState.geofence while the geofence says inside
 
@@ -148,7 +150,8 @@ def restore_open_visits(
 class Checkpoints:
     """Which active visits need their state written (see the module docstring).
 
-    Remembers what was last written per visit; ``due`` also forgets visits no longer
+    Remembers, per visit, what was last written (its steady fields and ``last_seen``: a
+    tuple compare per visit and tick, ~0.2 us); ``due`` also forgets visits no longer
     active. Not thread-safe: used by the worker thread only.
     """
 
@@ -156,16 +159,17 @@ class Checkpoints:
         if not math.isfinite(drift_s) or drift_s < 0:
             raise ValueError("drift_s must be a finite number >= 0")
         self.drift_s = drift_s
-        self._written: dict[str, VisitState] = {}
+        self._written: dict[str, tuple[tuple[object, ...], float]] = {}
 
     def due(self, active: Iterable[VisitState]) -> list[VisitState]:
         out: list[VisitState] = []
-        written: dict[str, VisitState] = {}
+        written: dict[str, tuple[tuple[object, ...], float]] = {}
         for state in active:
             saved = self._written.get(state.visit_id)
             if saved is not None:
                 written[state.visit_id] = saved
-            if saved is None or self._changed(saved, state):
+            if (saved is None or _STEADY(state) != saved[0]
+                    or state.last_seen - saved[1] >= self.drift_s):
                 out.append(state)
         self._written = written
         return out
@@ -173,12 +177,7 @@ class Checkpoints:
     def mark(self, states: Iterable[VisitState]) -> None:
         """``states`` are written (their transaction committed)."""
         for state in states:
-            self._written[state.visit_id] = state
-
-    def _changed(self, saved: VisitState, state: VisitState) -> bool:
-        if state.last_seen - saved.last_seen >= self.drift_s:
-            return True
-        return replace(state, **{name: getattr(saved, name) for name in _DRIFTING}) != saved
+            self._written[state.visit_id] = (_STEADY(state), state.last_seen)
 
 
 def _recency(state: VisitState) -> tuple[float, float, str]:

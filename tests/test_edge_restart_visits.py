@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from edge.broker import PrivateBroker
-from edge.devtools import EdgeProcess, MqttProbe, Received, wait_until
+from edge.devtools import EdgeProcess, EmbeddedEdge, MqttProbe, Received, wait_until
 from edge.rules import RulesConfig
 from edge.store import EdgeStore
 from edge.visit import CheckinEvent, GeofenceEvent, VisitConfig, VisitTracker
@@ -129,3 +129,19 @@ def test_customers_in_the_store_come_back_after_a_restart(
             assert all(rows(db)[v][0] is None for v in ids)
         finally:
             edge.stop()
+
+
+def test_a_graceful_stop_saves_what_no_tick_has_saved_yet(
+    tmp_path: Path, tafeng_zip: Path, broker: PrivateBroker
+) -> None:
+    """The first checkpoint tick is a minute away: only the stop itself can have saved it."""
+    env = make_env(tmp_path, tafeng_zip, broker.port, n_products=60, n_members=3,
+                   tick_interval_s=60.0)
+    with EmbeddedEdge(env.settings) as edge:
+        answer = httpx.post(f"{edge.url}/v1/checkin", json=env.checkin_payload(
+            env.seed.subjects[0]), timeout=10).json()
+        assert not rows(env.settings.db_path)[answer["visit_id"]][3]  # no state saved yet
+    assert rows(env.settings.db_path)[answer["visit_id"]][3]
+    with EmbeddedEdge(env.settings) as edge:
+        cards = httpx.get(f"{edge.url}/v1/visits", headers=env.tablet).json()["visits"]
+        assert [c["visit_id"] for c in cards] == [answer["visit_id"]]
