@@ -17,7 +17,7 @@ Restored (``restore_open_visits``), for each ``visits`` row without ``ended_at``
 * no readable state (a row of older software, or the edge died within one tick of the
   visit's start): closed, reason ``restart_no_state`` — consent scopes are never guessed;
 * several open rows of one subject: the most recently seen is kept, the others closed,
-  reason ``restart_superseded``;
+  reason ``restart_superseded`` (so is every row of a subject the tracker already follows);
 * the rest go through ``VisitTracker.restore(now)``: "still plausible" is the tracker's own
   rule, not a second one: a visit is kept if it would still be open had the edge run all
   along — seen within ``visit_timeout_s`` and no geofence exit older than ``exit_grace_s``
@@ -128,6 +128,10 @@ def restore_open_visits(
         if state is None:
             last = row.last_seen_at if row.last_seen_at is not None else row.started_at
             closed.append(Closure(row.visit_id, max(last, row.started_at), NO_STATE))
+            continue
+        known = tracker.get(state.subject)  # only on a tracker that already ran
+        if known is not None and known.visit_id != state.visit_id:
+            closed.append(Closure(state.visit_id, state.last_seen, SUPERSEDED))
             continue
         kept = newest.get(state.subject)
         if kept is not None and _recency(kept) > _recency(state):

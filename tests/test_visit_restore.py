@@ -131,6 +131,11 @@ def test_rows_without_state_are_closed_and_one_visit_per_subject_is_kept() -> No
         Closure("v-legacy", -30.0, NO_STATE), Closure("v-older", -40.0, SUPERSEDED)]
     assert [v.visit_id for v in result.restored] == [newer.visit_id]
     assert [s.visit_id for s in result.states] == [newer.visit_id]
+    # a tracker that already follows the customer keeps its visit; the row is closed
+    again = restore_open_visits(after, [OpenVisit("v-late", "s", 0.0, 0.5, encode_state(
+        replace(t.states()[0], visit_id="v-late", last_seen=0.5)))], now=1)
+    assert again.closed == (Closure("v-late", 0.5, SUPERSEDED),) and again.restored == ()
+    assert after.get("s").visit_id == newer.visit_id  # type: ignore[union-attr]
 
 
 def test_a_clock_that_went_back_does_not_make_new_events_late() -> None:
