@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 
 from edge.service import EdgeService
 from edge.store import EdgeStore
@@ -40,7 +41,7 @@ class VisitCheckpoint:
         self._tracker = tracker
         self._plan = Checkpoints(drift_s)
 
-    def prime(self, states: tuple[VisitState, ...]) -> None:
+    def prime(self, states: Iterable[VisitState]) -> None:
         """``states`` are in their rows already (restored from them)."""
         self._plan.mark(states)
 
