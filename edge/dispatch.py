@@ -9,6 +9,18 @@ Why two limits on one queue: QoS 1 items are acknowledged only after they were h
 and the broker never has more than Receive Maximum of them un-acked in flight, so
 reserving that many slots means a QoS 1 item always fits. QoS 0 items (beacons) may use
 the rest and are dropped and counted when it is full: the network thread never blocks.
+
+Why two lanes: a check-in waits for nobody's beacons. QoS 0 deliveries (beacon sightings,
+superseded by the next one anyway) queue in a lane of their own that the worker takes from
+only when the lane of everything else (QoS 1 events, HTTP calls) is empty; order within
+each lane is kept, and a customer's beacons never had an order relative to their check-in
+(different topics, different QoS).
+
+Why a flush before the acks (group commit): handlers defer the rows that only record what
+they published (``flush``, e.g. ``EdgeService.flush``); the worker writes them in one
+transaction when the queue has been idle for ``flush_idle_s`` (so the MQTT thread sends the
+cards first), at most ``flush_max_delay_s`` after the first handled item, before ticks and
+before stopping, and only then acks the QoS 1 items handled since.
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ class _Call:
 
 
 _STOP = object()
+_FLUSH_MAX_ITEMS = 100  # un-acked QoS 1 items held for one flush, well under Receive Maximum
 
 
 class Dispatcher:
@@ -73,6 +86,9 @@ class Dispatcher:
         tick: TickFn | None = None,
         tick_interval_s: float = 1.0,
         rejections: tuple[type[Exception], ...] = (),
+        flush: Callable[[], None] | None = None,
+        flush_idle_s: float = 0.001,
+        flush_max_delay_s: float = 0.01,
     ) -> None:
         """``rejections``: exception types a handler raises for an expected refusal it
         has already counted (e.g. a refused token): logged without traceback, not a
@@ -92,25 +108,46 @@ class Dispatcher:
         self._tick_interval = tick_interval_s
         self._ticks: list[TickFn] = [tick] if tick is not None else []
         self._rejections = rejections
+        self._flush = flush
+        self._flush_idle_s = flush_idle_s
+        self._flush_max_delay_s = flush_max_delay_s
+        self._unflushed_since: float | None = None  # first item handled since the last flush
+        self._unacked: list[Inbound] = []
+        # Two lanes and one wake-up token per item (put after the item, so a token always
+        # finds an item): the worker blocks on ``_wake`` and then takes from ``_q`` first.
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._lossy: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._abandon = False
         self._log_budget: dict[tuple[str, str], list[float]] = {}
-        metrics.queue_depth.set_function(self._q.qsize)
+        metrics.queue_depth.set_function(self._depth)
         self._m_handled: dict[str, Any] = {}
         self._m_seconds: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ producers
     @property
     def depth(self) -> int:
-        return self._q.qsize()
+        return self._depth()
+
+    def _depth(self) -> int:
+        return self._q.qsize() + self._lossy.qsize()
+
+    def _put(self, item: object) -> None:
+        self._q.put(item)
+        self._wake.put(None)
 
     def offer(self, inbound: Inbound) -> bool:
         """Hand over one MQTT delivery; never blocks. False when there is no room."""
-        limit = self._lossy_limit if inbound.qos == 0 else self.queue_size
-        if self._q.qsize() >= limit:
+        if inbound.qos == 0:
+            if self._depth() >= self._lossy_limit:
+                return False
+            self._lossy.put(inbound)
+            self._wake.put(None)
+            return True
+        if self._depth() >= self.queue_size:
             return False
-        self._q.put(inbound)
+        self._put(inbound)
         return True
 
     def call(self, kind: str, item: Any, timeout: float = 5.0) -> Any:
@@ -125,10 +162,10 @@ class Dispatcher:
             return handler(item)  # a handler calling back in must not deadlock
         if self._thread is None or self._abandon:
             raise RuntimeError("dispatcher is not running")
-        if self._q.qsize() >= self.queue_size:
+        if self._depth() >= self.queue_size:
             raise QueueFull(f"hand-off queue full ({self.queue_size})")
         request = _Call(kind, item)
-        self._q.put(request)
+        self._put(request)
         try:
             return request.future.result(timeout)
         except FutureTimeout:
@@ -157,7 +194,7 @@ class Dispatcher:
             return
         if not drain:
             self._abandon = True
-        self._q.put(_STOP)
+        self._put(_STOP)
         thread.join(timeout)
         if thread.is_alive():
             logger.warning("worker did not drain within %.1fs; abandoning the rest", timeout)
@@ -176,19 +213,66 @@ class Dispatcher:
         while not self._abandon:
             now = time.monotonic()
             if now >= next_tick:
-                self._tick()
+                self._commit()
+                self._tick()  # may defer rows too (visit timers): flushed like the rest
+                self._mark_unflushed()
                 next_tick = now + self._tick_interval
                 continue
+            timeout = next_tick - now
+            since = self._unflushed_since
+            if since is not None:
+                due = since + self._flush_max_delay_s - now
+                if due <= 0 or len(self._unacked) >= _FLUSH_MAX_ITEMS:
+                    self._commit()
+                    continue
+                timeout = min(timeout, self._flush_idle_s, due)
             try:
-                item = self._q.get(timeout=next_tick - now)
+                self._wake.get(timeout=timeout)
             except queue.Empty:
+                if since is not None:  # idle: the cards are out, write what recorded them
+                    self._commit()
                 continue
+            item = self._next()
             if item is _STOP:
-                return
+                for _ in range(self._lossy.qsize()):  # drain: what was queued is handled
+                    if self._abandon:
+                        break
+                    self._handle(self._lossy.get_nowait())
+                break
             if isinstance(item, Inbound):
                 self._handle(item)
             elif isinstance(item, _Call):
                 self._run_call(item)
+            self._mark_unflushed()
+        self._commit()  # what was handled is written and acked, also when abandoning
+
+    def _next(self) -> object:
+        """The oldest QoS 1 item or call, else the oldest QoS 0 delivery (a wake-up token
+        was taken, so one of the lanes holds an item; None if not, e.g. after a restart)."""
+        try:
+            return self._q.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            return self._lossy.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _mark_unflushed(self) -> None:
+        if self._flush is not None and self._unflushed_since is None:
+            self._unflushed_since = time.monotonic()
+
+    def _commit(self) -> None:
+        """The group commit: the handlers' deferred rows, then the acks they waited for."""
+        self._unflushed_since = None
+        if self._flush is not None:
+            try:
+                self._flush()
+            except Exception:  # the events were handled; their own writes are committed
+                logger.exception("writing the deferred rows failed; they are lost")
+        unacked, self._unacked = self._unacked, []
+        for inbound in unacked:
+            self._ack(inbound)
 
     def _tick(self) -> None:
         for fn in self._ticks:
@@ -287,6 +371,14 @@ class Dispatcher:
     def _done(self, inbound: Inbound) -> None:
         if self.on_done is None:
             return
+        if self._flush is not None and inbound.qos > 0:
+            self._unacked.append(inbound)  # acked by ``_commit``, after the flush
+            return
+        self._ack(inbound)
+
+    def _ack(self, inbound: Inbound) -> None:
+        if self.on_done is None:
+            return
         try:
             self.on_done(inbound)
         except Exception:
@@ -298,6 +390,7 @@ class Dispatcher:
             try:
                 item = self._q.get_nowait()
             except queue.Empty:
+                self._drop_lossy()
                 return
             if isinstance(item, _Call) and not item.future.done():
                 try:
@@ -305,3 +398,11 @@ class Dispatcher:
                 except Exception:  # cancelled concurrently
                     continue
 
+    def _drop_lossy(self) -> None:
+        """QoS 0 deliveries and wake-up tokens left behind at stop (nothing to fail)."""
+        for lane in (self._lossy, self._wake):
+            while True:
+                try:
+                    lane.get_nowait()
+                except queue.Empty:
+                    break

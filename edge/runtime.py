@@ -143,6 +143,7 @@ class EdgeRuntime:
             tick_interval_s=settings.tick_interval_s,
             max_payload_bytes=settings.mqtt.max_payload_bytes,
             rejections=(CheckinRefused,),
+            flush=service.flush,
         )
         dispatcher.add_tick(checkpoint.tick)
         dispatcher.start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from edge.metrics import EdgeMetrics
 from edge.offers import AppliedOffer, priced, with_offer_reasons
 from edge.ranking import Ranker
 from edge.ranking_inputs import RankingInputs
-from edge.rules import CapState, CustomerContext, Decision, Suggestion, decide
+from edge.rules import CapState, CustomerContext, Decision, decide
 from edge.settings import EdgeSettings
 from edge.store import EdgeStore
 from edge.tokens import TokenRejected, TokenVerifier
@@ -37,6 +37,7 @@ from edge.visit import (
     VisitChange,
     VisitTracker,
 )
+from edge.write_behind import WriteBehind, visit_row
 from models.features import Context, CustomerHistory
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class EdgeService:
         self.inputs = RankingInputs(store)
         self._last_housekeeping = 0.0
         self._last_stats = 0.0
+        # rows written after the cards went out (edge.write_behind); the dispatcher calls
+        # ``flush`` when idle and acks QoS 1 events only after it
+        self.deferred = WriteBehind(store)
         # Set by the hub sync: queue a geofence approach for the hub (never blocks).
         self.announce: Callable[[str], None] | None = None
 
@@ -121,13 +125,16 @@ class EdgeService:
             # a token is only valid on its owner's topic (the broker ACL binds the topic)
             self.metrics.tokens_rejected.labels("subject_mismatch").inc()
             raise CheckinRefused("subject_mismatch")
-        # Recorded before the effects: a crash now costs this customer one card (the app
-        # may check in again), never a replayable token.
-        if not self.store.accept_checkin(msg.event_id, claims.token_id, claims.expires_at, now):
+        changes = self._track(CheckinEvent(msg.event_id, claims.subject, now, claims.scopes))
+        visit = self.tracker.get(claims.subject)
+        # Recorded before the effects, with the visit it checked in to: a crash now costs
+        # this customer one card (the app may check in again), never a replayable token.
+        if not self.store.accept_checkin(msg.event_id, claims.token_id, claims.expires_at, now,
+                                         visit_row(visit) if visit is not None else None):
             self.metrics.duplicates.labels("checkin").inc()
             return CheckinResult(None, True, None)
-        changes = self._track(CheckinEvent(msg.event_id, claims.subject, now, claims.scopes))
-        self._handle_changes(changes, now, msg.event_id)
+        self._handle_changes(changes, now, msg.event_id,
+                             written=visit.visit_id if visit is not None else None)
         visit = self.tracker.get(claims.subject)
         visit_id = visit.visit_id if visit else None
         return CheckinResult(visit_id, False, self.live.card(visit_id) if visit_id else None)
@@ -209,6 +216,7 @@ class EdgeService:
 
     def forget(self, subject: str) -> None:
         """Erasure: drop every trace of the subject on this device."""
+        self.flush()  # nothing deferred may land after the delete
         self.tracker.forget(subject)
         self.store.delete_member(subject)
         self.live.forget_subject(subject)
@@ -224,8 +232,10 @@ class EdgeService:
             raise DeadLetter(kind, "invalid", exc.reason, event.event_id) from exc
 
     def _handle_changes(
-        self, changes: list[VisitChange], now: float, cause: str | None
+        self, changes: list[VisitChange], now: float, cause: str | None,
+        written: str | None = None,
     ) -> None:
+        """``written``: a visit whose row the caller already wrote as it is now."""
         saved: dict[str, Visit] = {}
         for change in changes:
             visit = change.visit
@@ -240,18 +250,12 @@ class EdgeService:
             elif change.kind == "visit_ended":
                 self.live.remove_card(visit.visit_id, "left")
         for visit in saved.values():
-            self._save(visit)
+            if visit.visit_id != written:
+                self.deferred.save(visit)
 
-    def _save(self, visit: Visit) -> None:
-        self.store.save_visit(
-            visit.visit_id,
-            visit.subject,
-            visit.started_at,
-            visit.ended_at,
-            visit.zone,
-            visit.confidence,
-            visit.checked_in,
-        )
+    def flush(self) -> None:
+        """Write the rows deferred past the cards (edge.write_behind), one transaction."""
+        self.deferred.flush()
 
     def recommend(
         self, visit: Visit, trigger: str, now: float, zone: str | None, cause: str | None = None,
@@ -293,6 +297,7 @@ class EdgeService:
         )
         pool = priced(ranked.candidates, applied)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        self.flush()  # caps count every impression logged so far
         counts = self.store.cap_counts(visit.subject, visit.visit_id, day_start)
         personal = history is not EMPTY_HISTORY
         customer = CustomerContext(
@@ -344,23 +349,10 @@ class EdgeService:
         self.live.update_card(visit.visit_id, card)
         self.metrics.recommendations.labels("staff", ranked.source).inc()
         if not redisplay:
-            self._record_impressions(event_id, visit, "staff", decision.staff, now)
+            self.deferred.log(event_id, visit, "staff", decision.staff, now)
             self._deliver_app_offer(visit, decision, now, applied)
         self.metrics.ranking_seconds.observe(time.perf_counter() - started)
         return decision
-
-    def _record_impressions(
-        self, event_id: str, visit: Visit, channel: str, shown: Sequence[Suggestion], now: float
-    ) -> None:
-        """What the customer was shown, per channel: the caps read it back."""
-        self.store.log_impressions(
-            event_id,
-            visit_id=visit.visit_id,
-            subject=visit.subject,
-            channel=channel,
-            ts=now,
-            items=[_impression(s) for s in shown],
-        )
 
     def _deliver_app_offer(
         self, visit: Visit, decision: Decision, now: float, applied: Mapping[str, AppliedOffer]
@@ -377,7 +369,7 @@ class EdgeService:
             offer=applied.get(decision.app_offer.product_id),
         )
         self.publish(self.topics.app_offers(visit.subject), offer, 1, False)
-        self._record_impressions(event_id, visit, "app", (decision.app_offer,), now)
+        self.deferred.log(event_id, visit, "app", (decision.app_offer,), now)
         self.metrics.recommendations.labels("app", "model").inc()
 
 
@@ -390,7 +382,3 @@ def _profile_view(profile: Any) -> cards.ProfileView | None:
         birthday=profile.birthday,
         preferences=dict(profile.preferences),
     )
-
-
-def _impression(s: Any) -> tuple[str, int, float, float, list[dict[str, str]]]:
-    return (s.product_id, s.rank, s.score, s.relevance, [r.as_dict() for r in s.reasons])

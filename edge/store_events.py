@@ -12,6 +12,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from edge.store_rows import (
@@ -34,6 +35,71 @@ _INSERT_OUTBOX = (
     "VALUES (?, ?, ?, ?, ?)"
 )
 _MARK = "INSERT OR IGNORE INTO processed_events(event_id, kind, ts) VALUES (?, ?, ?)"
+_INSERT_IMPRESSION = (
+    "INSERT INTO impressions(event_id, visit_id, subject, product_id, channel, rank, score, "
+    "relevance, reasons, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_VISIT = (
+    "INSERT INTO visits(visit_id, subject, started_at, ended_at, zone, confidence, checked_in) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(visit_id) DO UPDATE SET "
+    "subject = excluded.subject, started_at = excluded.started_at, "
+    "ended_at = excluded.ended_at, zone = excluded.zone, "
+    "confidence = excluded.confidence, checked_in = excluded.checked_in"
+)
+_REMEMBER_TOKEN = "INSERT OR IGNORE INTO seen_tokens(token_id, expires_at) VALUES (?, ?)"
+
+ImpressionItem = tuple[str, int, float, float, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class VisitRow:
+    """One visit's row (``visits``) as the handlers write it."""
+
+    visit_id: str
+    subject: str | None
+    started_at: float
+    ended_at: float | None
+    zone: str | None
+    confidence: float
+    checked_in: bool
+
+    def params(self) -> tuple[Any, ...]:
+        require_text(self.visit_id, "bad_visit", "visit_id")
+        require_number(self.confidence, "bad_visit", "confidence", minimum=0)
+        return (self.visit_id, self.subject, self.started_at, self.ended_at, self.zone,
+                self.confidence, int(self.checked_in))
+
+
+@dataclass(frozen=True)
+class ImpressionLog:
+    """One shown list (a card or an app offer): its rows and its outbox event."""
+
+    event_id: str
+    visit_id: str
+    subject: str | None
+    channel: str
+    ts: float
+    items: Sequence[ImpressionItem]
+
+    def encode(self) -> tuple[str, list[tuple[Any, ...]]]:
+        """(outbox body, impression rows), validated."""
+        require_text(self.event_id, "bad_event_id", "event_id")
+        require_text(self.visit_id, "bad_impression", "visit_id")
+        require_channel(self.channel)
+        require_number(self.ts, "bad_impression", "ts")
+        rows = []
+        shown = []
+        for product_id, rank, score, relevance, reasons in self.items:
+            require_text(product_id, "bad_impression", "product_id")
+            reasons_json = dump_json(reasons, "bad_impression")
+            rows.append((self.event_id, self.visit_id, self.subject, product_id, self.channel,
+                         int(rank), float(score), float(relevance), reasons_json, self.ts))
+            shown.append({"product_id": product_id, "rank": int(rank), "score": float(score),
+                          "relevance": float(relevance), "reasons": reasons})
+        payload = {"event_id": self.event_id, "visit_id": self.visit_id,
+                   "subject": self.subject, "channel": self.channel, "ts": self.ts,
+                   "items": shown}
+        return dump_json(payload, "bad_impression"), rows
 
 
 class EventWrites:
@@ -169,37 +235,11 @@ class EventWrites:
         subject: str | None,
         channel: str,
         ts: float,
-        items: Sequence[tuple[str, int, float, float, list[dict[str, Any]]]],
+        items: Sequence[ImpressionItem],
     ) -> None:
         """What was shown (product_id, rank, score, relevance, reasons) + one outbox
         "recommendation" event. A repeated ``event_id`` logs nothing the second time."""
-        require_text(event_id, "bad_event_id", "event_id")
-        require_text(visit_id, "bad_impression", "visit_id")
-        require_channel(channel)
-        require_number(ts, "bad_impression", "ts")
-        rows = []
-        shown = []
-        for product_id, rank, score, relevance, reasons in items:
-            require_text(product_id, "bad_impression", "product_id")
-            reasons_json = dump_json(reasons, "bad_impression")
-            rows.append((event_id, visit_id, subject, product_id, channel, int(rank),
-                         float(score), float(relevance), reasons_json, ts))
-            shown.append({"product_id": product_id, "rank": int(rank), "score": float(score),
-                          "relevance": float(relevance), "reasons": reasons})
-        payload = {"event_id": event_id, "visit_id": visit_id, "subject": subject,
-                   "channel": channel, "ts": ts, "items": shown}
-        body = dump_json(payload, "bad_impression")
-        with self._write() as conn:
-            queued = conn.execute(
-                _INSERT_OUTBOX, (event_id, "recommendation", subject, body, self._clock())
-            )
-            if queued.rowcount == 0:
-                return  # already logged
-            conn.executemany(
-                "INSERT INTO impressions(event_id, visit_id, subject, product_id, channel, rank, "
-                "score, relevance, reasons, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        self.write_behind([ImpressionLog(event_id, visit_id, subject, channel, ts, items)], ())
 
     def save_visit(
         self,
@@ -211,17 +251,29 @@ class EventWrites:
         confidence: float,
         checked_in: bool,
     ) -> None:
-        require_text(visit_id, "bad_visit", "visit_id")
-        require_number(confidence, "bad_visit", "confidence", minimum=0)
+        self.write_behind(
+            (), [VisitRow(visit_id, subject, started_at, ended_at, zone, confidence, checked_in)]
+        )
+
+    def write_behind(
+        self, impressions: Sequence[ImpressionLog], visits: Sequence[VisitRow]
+    ) -> None:
+        """Impression logs and visit rows in ONE transaction (the worker's group commit of
+        what it deferred past publishing a card; see ``EdgeService.flush``). Everything is
+        validated before the transaction starts, so bad input writes nothing."""
+        encoded = [(log, log.encode()) for log in impressions]
+        visit_params = [v.params() for v in visits]
+        if not encoded and not visit_params:
+            return
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO visits(visit_id, subject, started_at, ended_at, zone, confidence, "
-                "checked_in) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(visit_id) DO UPDATE SET "
-                "subject = excluded.subject, started_at = excluded.started_at, "
-                "ended_at = excluded.ended_at, zone = excluded.zone, "
-                "confidence = excluded.confidence, checked_in = excluded.checked_in",
-                (visit_id, subject, started_at, ended_at, zone, confidence, int(checked_in)),
-            )
+            stamp = self._clock()
+            for log, (body, rows) in encoded:
+                queued = conn.execute(
+                    _INSERT_OUTBOX, (log.event_id, "recommendation", log.subject, body, stamp)
+                )
+                if queued.rowcount:  # else already logged
+                    conn.executemany(_INSERT_IMPRESSION, rows)
+            conn.executemany(_UPSERT_VISIT, visit_params)
 
     # ------------------------------------------------------------------ tokens
 
@@ -229,23 +281,25 @@ class EventWrites:
         """Record a check-in token id; False if it was seen before (a replay)."""
         require_text(token_id, "bad_token", "token_id")
         with self._write() as conn:
-            return conn.execute(
-                "INSERT OR IGNORE INTO seen_tokens(token_id, expires_at) VALUES (?, ?)",
-                (token_id, expires_at),
-            ).rowcount == 1
+            return conn.execute(_REMEMBER_TOKEN, (token_id, expires_at)).rowcount == 1
 
-    def accept_checkin(self, event_id: str, token_id: str, expires_at: float, ts: float) -> bool:
-        """A verified check-in, in one transaction: its event id (idempotence) and its
-        token id (replay protection across restarts). False if the event was handled."""
+    def accept_checkin(
+        self, event_id: str, token_id: str, expires_at: float, ts: float,
+        visit: VisitRow | None = None,
+    ) -> bool:
+        """A verified check-in, in one transaction: its event id (idempotence), its token
+        id (replay protection across restarts) and the visit it checked in to (so a
+        restart finds the visit its redelivered duplicate no longer writes). False, and
+        nothing written, if the event was handled."""
         require_text(event_id, "bad_event_id", "event_id")
         require_text(token_id, "bad_token", "token_id")
+        visit_params = visit.params() if visit is not None else None
         with self._write() as conn:
             if conn.execute(_MARK, (event_id, "checkin", ts)).rowcount != 1:
                 return False
-            conn.execute(
-                "INSERT OR IGNORE INTO seen_tokens(token_id, expires_at) VALUES (?, ?)",
-                (token_id, expires_at),
-            )
+            conn.execute(_REMEMBER_TOKEN, (token_id, expires_at))
+            if visit_params is not None:
+                conn.execute(_UPSERT_VISIT, visit_params)
             return True
 
     def purge_tokens(self, now: float) -> int:

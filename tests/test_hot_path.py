@@ -1,19 +1,27 @@
-"""The check-in hot path's shortcuts give exactly what the long way gives.
+"""The check-in hot path's shortcuts keep what the long way guaranteed.
 
-Item feature columns cached per minute, tokens verified without PyJWT's generic path: each
-is checked against the plain computation (the guarantees are tested where they live:
-tests/test_tokens.py, tests/test_edge_e2e.py, tests/test_edge_restart.py).
+Item feature columns cached per minute and tokens verified without PyJWT's generic path give
+exactly what the plain computation gives; the worker takes QoS 1 events before queued
+beacons and acks them only after the flush of the rows they deferred. (The end-to-end
+guarantees are tested where they live: tests/test_tokens.py, tests/test_edge_e2e.py,
+tests/test_edge_restart.py.)
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
+from typing import Any
 
 import numpy as np
 import pytest
 
+from edge.dispatch import Dispatcher
+from edge.messages import Inbound
 from edge.metrics import EdgeMetrics
+from edge.probe import wait_until
 from edge.ranking import Ranker
 from edge.store import CatalogItem
 from edge.tokens import TokenRejected, TokenVerifier
@@ -104,3 +112,184 @@ def test_token_with_critical_header_extensions_is_refused() -> None:
         verifier.verify(f"{head}.{body}.{truncated_sig}", 1_000.0)
     assert info.value.reason in ("bad_signature", "malformed")
     assert verifier.verify(token, 1_000.0).subject == "m-1"
+
+
+# -- the worker: check-ins ahead of beacons, group commit before acks --------------------
+
+def _inbound(kind: str, event_id: str, qos: int, mid: int = 1) -> Inbound:
+    body: dict[str, Any] = {"v": 1, "event_id": event_id, "ts": 1_780_000_000.0,
+                            "subject": "m-1"}
+    if kind == "beacon":
+        body.update(zone="dairy", rssi=-60, beacon_id="b1")
+    else:
+        body.update(transition="enter")
+    topic = f"storeside/acme/s1/in/app/m-1/{kind}"
+    return Inbound(kind, topic, json.dumps(body).encode(), qos, mid, time.monotonic(), "m-1")
+
+
+class Journal:
+    """Handlers, acks and flushes in the order they happened (one list, one lock)."""
+
+    def __init__(self, flush_gate: threading.Event | None = None) -> None:
+        self.log: list[str] = []
+        self.lock = threading.Lock()
+        self.flush_gate = flush_gate
+
+    def add(self, entry: str) -> None:
+        with self.lock:
+            self.log.append(entry)
+
+    def handle(self, msg: Any) -> None:
+        self.add(f"handle:{msg.event_id}")
+
+    def ack(self, inbound: Inbound) -> None:
+        self.add(f"ack:{json.loads(inbound.payload)['event_id']}")
+
+    def flush(self) -> None:
+        if self.flush_gate is not None:
+            self.flush_gate.wait(5)
+        self.add("flush")
+
+
+def test_qos1_events_are_handled_before_queued_beacons_in_arrival_order() -> None:
+    journal = Journal()
+    dispatcher = Dispatcher({"geofence": journal.handle, "beacon": journal.handle},
+                            metrics=EdgeMetrics(), on_done=journal.ack, queue_size=100,
+                            reserved=10)
+    for i in range(5):
+        assert dispatcher.offer(_inbound("beacon", f"b{i}", qos=0))
+    assert dispatcher.offer(_inbound("geofence", "g0", qos=1))
+    assert dispatcher.offer(_inbound("geofence", "g1", qos=1))
+    assert dispatcher.depth == 7
+    dispatcher.start()
+    try:
+        wait_until(lambda: len([e for e in journal.log if e.startswith("handle")]) == 7)
+    finally:
+        dispatcher.stop()
+    handled = [e.split(":")[1] for e in journal.log if e.startswith("handle")]
+    assert handled == ["g0", "g1", "b0", "b1", "b2", "b3", "b4"]
+
+
+def test_qos1_is_acked_only_after_the_flush_that_follows_its_handling() -> None:
+    gate = threading.Event()
+    journal = Journal(flush_gate=gate)
+    dispatcher = Dispatcher({"geofence": journal.handle, "beacon": journal.handle},
+                            metrics=EdgeMetrics(), on_done=journal.ack, queue_size=100,
+                            reserved=10, flush=journal.flush, flush_idle_s=0.001)
+    dispatcher.start()
+    try:
+        dispatcher.offer(_inbound("geofence", "g0", qos=1))
+        dispatcher.offer(_inbound("beacon", "b0", qos=0))
+        wait_until(lambda: "handle:b0" in journal.log)
+        assert "ack:g0" not in journal.log  # the flush is held (QoS 0: nothing to wait for)
+        gate.set()
+        wait_until(lambda: "ack:g0" in journal.log)
+        first_flush = journal.log.index("flush")
+        assert journal.log.index("handle:g0") < first_flush < journal.log.index("ack:g0")
+    finally:
+        dispatcher.stop()
+
+
+def test_a_steady_stream_still_flushes_within_the_max_delay() -> None:
+    journal = Journal()
+    dispatcher = Dispatcher({"geofence": journal.handle}, metrics=EdgeMetrics(),
+                            on_done=journal.ack, queue_size=1000, reserved=100,
+                            flush=journal.flush, flush_idle_s=1.0, flush_max_delay_s=0.02)
+    dispatcher.start()
+    try:
+        started = time.monotonic()
+        for i in range(40):  # never idle for the 1 s idle delay
+            dispatcher.offer(_inbound("geofence", f"g{i}", qos=1, mid=i + 1))
+            time.sleep(0.002)  # the load's pace, not synchronisation
+        wait_until(lambda: "ack:g0" in journal.log, timeout=1.0)
+        assert time.monotonic() - started < 0.5
+    finally:
+        dispatcher.stop()
+    assert sorted(e for e in journal.log if e.startswith("ack")) == sorted(
+        f"ack:g{i}" for i in range(40))
+
+
+def test_stop_writes_and_acks_what_was_handled() -> None:
+    journal = Journal()
+    dispatcher = Dispatcher({"geofence": journal.handle}, metrics=EdgeMetrics(),
+                            on_done=journal.ack, queue_size=100, reserved=10,
+                            flush=journal.flush, flush_idle_s=10.0, flush_max_delay_s=10.0)
+    for i in range(3):
+        dispatcher.offer(_inbound("geofence", f"g{i}", qos=1, mid=i + 1))
+    dispatcher.start()
+    dispatcher.stop(drain=True)
+    assert journal.log[-4:] == ["flush", "ack:g0", "ack:g1", "ack:g2"]
+
+
+# -- the service: rows deferred past the card, caps still exact ---------------------------
+
+@pytest.fixture()
+def service(tmp_path, tafeng_zip):  # type: ignore[no-untyped-def]
+    from edge.live import LiveHub
+    from edge.rules import RulesConfig
+    from edge.seed import seed_store
+    from edge.service import EdgeService
+    from edge.settings import EdgeSettings, TokenSettings
+    from edge.store import EdgeStore
+    from edge.visit import VisitTracker
+
+    key = generate_signing_key()
+    store = EdgeStore(tmp_path / "edge.db")
+    summary = seed_store(store, tafeng_zip, n_products=200, n_members=5, now=time.time())
+    settings = EdgeSettings(
+        chain="acme", store="s001", db_path=tmp_path / "edge.db",
+        tokens=TokenSettings(public_keys_dir=None),
+        rules=RulesConfig(quiet_hours=(0, 0), max_item_shows_per_visit=1,
+                          max_impressions_per_day=1000),
+    )
+    metrics = EdgeMetrics()
+    published: list[tuple[str, dict[str, Any]]] = []
+    svc = EdgeService(
+        settings, store=store, ranker=Ranker(metrics, None),
+        verifier=TokenVerifier({"k1": public_pem(key)}, chain="acme", store="s001"),
+        tracker=VisitTracker(settings.visit), live=LiveHub(metrics), metrics=metrics,
+        publish=lambda topic, payload, qos, retain: published.append((topic, payload)),
+    )
+    svc.refresh_stats(time.time())
+    svc.test_key, svc.test_subjects, svc.test_published = key, summary.subjects, published
+    yield svc
+    store.close()
+
+
+def _checkin(svc: Any, subject: str) -> Any:
+    from edge.messages import parse_inbound
+
+    token = mint_checkin_token(private_key_pem(svc.test_key), kid="k1", subject=subject,
+                               chain="acme", store="s001", scopes=SCOPES, ttl_s=300)
+    payload = json.dumps({"v": 1, "event_id": f"e-{time.monotonic_ns()}", "ts": time.time(),
+                          "token": token}).encode()
+    return svc.on_checkin(parse_inbound("checkin", payload, subject=subject))
+
+
+def test_checkin_visit_row_is_durable_with_the_token_and_impressions_follow(service) -> None:
+    subject = service.test_subjects[0]
+    result = _checkin(service, subject)
+    assert result.card is not None and service.test_published
+    # the visit row came with the token id, before the card; the impressions are deferred
+    assert service.store.visit(result.visit_id).checked_in
+    assert service.deferred.pending
+    assert service.store.visit_impressions(result.visit_id) == []
+    service.flush()
+    assert not service.deferred.pending
+    shown = {i.product_id for i in service.store.visit_impressions(result.visit_id)
+             if i.channel == "staff"}
+    assert shown == {s["product_id"] for s in result.card["suggestions"]}
+
+
+def test_caps_count_impressions_still_deferred(service) -> None:
+    """max_item_shows_per_visit=1: a second ranking right after the first (no flush by the
+    dispatcher in between) must not show any item again."""
+    subject = service.test_subjects[1]
+    result = _checkin(service, subject)
+    first = {s["product_id"] for s in result.card["suggestions"]}
+    assert service.deferred.pending
+    visit = service.tracker.get(subject)
+    again = service.recommend(visit, "refresh", time.time(), zone=None)
+    assert first and not first & {s.product_id for s in again.staff}
+    capped = {p for p, rule in again.dropped.items() if rule == "shown_cap"}
+    assert capped and capped <= first
