@@ -31,6 +31,7 @@ from edge.sync_runtime import start_sync, sync_status
 from edge.tokens import ReplayGuard, TokenVerifier
 from edge.visit import VisitTracker
 from edge.visit_restart import VisitCheckpoint, restore_visits
+from edge.wal_checkpointer import WalCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class EdgeRuntime:
     model_updater: ModelUpdater | None = None
     sync: SyncClient | None = None  # hub sync threads, when hub.hub_url is set
     visit_checkpoint: VisitCheckpoint | None = None  # open visits' state, for a restart
+    wal: WalCheckpointer | None = None  # WAL checkpoints off the worker (edge.wal_checkpointer)
 
     @classmethod
     def start(
@@ -166,7 +168,8 @@ class EdgeRuntime:
             updater = ModelUpdater(settings, ranker, api, model_keys)
             updater.start()
         runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now,
-                      model_updater=updater, visit_checkpoint=checkpoint)
+                      model_updater=updater, visit_checkpoint=checkpoint,
+                      wal=WalCheckpointer(store).start())
         if settings.hub.enabled:  # offline-first: serving never waits for the hub
             runtime.sync = start_sync(runtime, load_public_keys(settings.tokens.public_keys_dir))
         return runtime
@@ -186,6 +189,8 @@ class EdgeRuntime:
                 logger.exception("last visit checkpoint failed")
         if self.bridge is not None:
             self.bridge.stop()
+        if self.wal is not None:
+            self.wal.stop()
         self.store.close()
         logger.info("edge stopped")
 

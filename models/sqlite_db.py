@@ -100,6 +100,10 @@ class SQLiteDB(Generic[ReaderT]):
         self.path = Path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._write_lock = threading.Lock()
+        # Held by every checkpoint of this file, ours and a background checkpointer's
+        # (edge.wal_checkpointer): SQLite runs one checkpoint at a time and answers a second
+        # with SQLITE_BUSY, which would leave an erasure's WAL untruncated.
+        self.checkpoint_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[ReaderT] = []
         self._readers_lock = threading.Lock()
@@ -160,7 +164,7 @@ class SQLiteDB(Generic[ReaderT]):
         """Checkpoint and truncate the WAL (after an erasure, so deleted rows do not linger
         in it). False when a reader blocked it; the next checkpoint finishes the job."""
         self._check_open()
-        with self._write_lock:
+        with self.checkpoint_lock, self._write_lock:
             busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:
             logger.warning("WAL checkpoint was blocked by a reader; retried later")

@@ -293,3 +293,34 @@ def test_caps_count_impressions_still_deferred(service) -> None:
     assert first and not first & {s.product_id for s in again.staff}
     capped = {p for p, rule in again.dropped.items() if rule == "shown_cap"}
     assert capped and capped <= first
+
+
+# -- WAL checkpoints off the worker --------------------------------------------------------
+
+def test_wal_checkpointer_keeps_the_wal_small_and_leaves_erasure_its_truncate(tmp_path) -> None:
+    from edge.store import EdgeStore
+    from edge.store_events import ImpressionLog
+    from edge.wal_checkpointer import WalCheckpointer
+
+    store = EdgeStore(tmp_path / "edge.db")
+    wal = tmp_path / "edge.db-wal"
+    checkpointer = WalCheckpointer(store, interval_s=0.01, safety_pages=50_000).start()
+    try:
+        with store.write() as conn:
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 50_000
+        reasons = [{"kind": "popular", "text": "x" * 500}]
+        for i in range(300):  # ~2 pages each: far past SQLite's own 1,000-page line
+            items = [(f"p{j}", j, 0.5, 0.1, reasons) for j in range(5)]
+            store.write_behind([ImpressionLog(f"e{i}", "v1", "m-1", "staff", 1.0, items)], ())
+            if i % 50 == 0:
+                wait_until(lambda n=checkpointer.checkpoints: checkpointer.checkpoints > n)
+        wait_until(lambda: checkpointer.checkpoints > 3)
+        assert len(store.visit_impressions("v1")) == 1500
+        store.delete_member("m-1")  # checkpoints with TRUNCATE beside the running thread
+        assert wal.stat().st_size == 0
+        assert store.visit_impressions("v1") == []
+    finally:
+        checkpointer.stop()
+    with store.write() as conn:  # SQLite's default again once nobody checkpoints for it
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    store.close()
