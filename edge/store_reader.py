@@ -36,22 +36,22 @@ HISTORY_SQL = (
     "SELECT basket_id, ts, product_id, quantity, unit_price, category FROM purchases "
     "WHERE subject = ? ORDER BY ts DESC, id DESC"
 )
-VISIT_IMPRESSIONS_SQL = "SELECT product_id, channel, event_id FROM impressions WHERE visit_id = ?"
-VISIT_DISMISSED_SQL = (
-    "SELECT product_id FROM feedback WHERE visit_id = ? AND channel = 'staff' AND action = ?"
+# Everything the caps need in ONE statement (one snapshot, one round trip on the check-in
+# path): tag 0 = an impression of the visit, 1 = a staff dismiss in the visit, 2 = today's
+# impressions and app-offer events of the subject, 3 = today's staff dismisses.
+CAPS_SQL = (
+    "SELECT 0, product_id, channel, event_id FROM impressions WHERE visit_id = :visit "
+    "UNION ALL SELECT 1, product_id, NULL, NULL FROM feedback "
+    "WHERE visit_id = :visit AND channel = 'staff' AND action = :dismissed "
+    "UNION ALL SELECT 2, COUNT(*), COUNT(DISTINCT CASE WHEN channel = 'app' THEN event_id END), "
+    "NULL FROM impressions WHERE subject = :subject AND ts >= :since "
+    "UNION ALL SELECT 3, COUNT(*), NULL, NULL FROM feedback WHERE subject = :subject "
+    "AND ts >= :since AND channel = 'staff' AND action = :dismissed"
 )
 # The other variants of the dismissed products' styles (a dismiss hides the style).
 STYLE_SIBLINGS_SQL = (
     "SELECT product_id FROM catalog WHERE style_id IN (SELECT style_id FROM catalog "
     "WHERE product_id IN (SELECT value FROM json_each(?)))"
-)
-DAY_IMPRESSIONS_SQL = (
-    "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN channel = 'app' THEN event_id END) "
-    "FROM impressions WHERE subject = ? AND ts >= ?"
-)
-DAY_DISMISSED_SQL = (
-    "SELECT COUNT(*) FROM feedback WHERE subject = ? AND ts >= ? "
-    "AND channel = 'staff' AND action = ?"
 )
 ANONYMOUS_PREFIX = "anon:"
 
@@ -190,29 +190,28 @@ class EdgeReader:
 
     def cap_counts(self, subject: str, visit_id: str, day_start_ts: float) -> CapCounts:
         conn = self._conn
-        conn.execute("BEGIN")  # one snapshot for the four queries
-        try:
-            shown: dict[str, int] = {}
-            app_events: set[str] = set()
-            for product_id, channel, event_id in conn.execute(
-                VISIT_IMPRESSIONS_SQL, (visit_id,)
-            ):
-                shown[product_id] = shown.get(product_id, 0) + 1
-                if channel == "app":
-                    app_events.add(event_id)
-            dismissed = [r[0] for r in conn.execute(VISIT_DISMISSED_SQL, (visit_id, DISMISSED))]
-            for product_id in dismissed:
-                shown[product_id] = shown.get(product_id, 0) + 1
-            hidden = set(dismissed)
-            if dismissed:  # no extra query on the common path (nothing dismissed yet)
-                hidden.update(r[0] for r in conn.execute(STYLE_SIBLINGS_SQL,
-                                                         (json.dumps(dismissed),)))
-            today, app_today = conn.execute(DAY_IMPRESSIONS_SQL, (subject, day_start_ts)).fetchone()
-            (dismissed_today,) = conn.execute(
-                DAY_DISMISSED_SQL, (subject, day_start_ts, DISMISSED)
-            ).fetchone()
-        finally:
-            conn.execute("COMMIT")
+        shown: dict[str, int] = {}
+        app_events: set[str] = set()
+        dismissed: list[str] = []
+        today = app_today = dismissed_today = 0
+        params = {"visit": visit_id, "subject": subject, "since": day_start_ts,
+                  "dismissed": DISMISSED}
+        for tag, a, b, c in conn.execute(CAPS_SQL, params).fetchall():
+            if tag == 0:  # (product_id, channel, event_id)
+                shown[a] = shown.get(a, 0) + 1
+                if b == "app":
+                    app_events.add(c)
+            elif tag == 1:  # a dismiss counts as shown too
+                dismissed.append(a)
+                shown[a] = shown.get(a, 0) + 1
+            elif tag == 2:
+                today, app_today = a, b
+            else:
+                dismissed_today = a
+        hidden = set(dismissed)
+        if dismissed:  # no extra query on the common path (nothing dismissed yet)
+            hidden.update(r[0] for r in conn.execute(STYLE_SIBLINGS_SQL,
+                                                     (json.dumps(dismissed),)))
         return CapCounts(
             shown_in_visit=shown,
             dismissed_in_visit=frozenset(hidden),

@@ -324,3 +324,18 @@ def test_wal_checkpointer_keeps_the_wal_small_and_leaves_erasure_its_truncate(tm
     with store.write() as conn:  # SQLite's default again once nobody checkpoints for it
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
     store.close()
+
+
+def test_caps_query_uses_indexes_only(tmp_path) -> None:
+    from edge.store import EdgeStore
+    from edge.store_reader import CAPS_SQL
+
+    store = EdgeStore(tmp_path / "edge.db")
+    try:
+        with store.write() as conn:
+            params = {"visit": "v", "subject": "m", "since": 0.0, "dismissed": "dismissed"}
+            plan = [str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + CAPS_SQL, params)]
+        assert not [step for step in plan if step.startswith("SCAN")], plan
+        assert sum("USING INDEX" in step for step in plan) == 4, plan
+    finally:
+        store.close()
