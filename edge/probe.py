@@ -94,11 +94,12 @@ class MqttProbe:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        at = time.perf_counter()  # arrival, before decoding (a 2 KB card takes ~20 us)
         try:
             payload: Any = json.loads(msg.payload)
         except ValueError:
             payload = msg.payload
-        item = Received(msg.topic, payload, time.perf_counter())
+        item = Received(msg.topic, payload, at)
         if self.on_receive is not None:
             self.on_receive(item)
         with self._cond:
