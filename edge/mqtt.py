@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -75,9 +76,15 @@ def _nodelay(sock: Any) -> None:
 
 
 def _encode(payload: Mapping[str, Any] | bytes) -> bytes:
+    """Compact UTF-8 JSON. orjson: ~1 us for a staff card instead of ~19 us, on the
+    check-in's path; it writes a non-finite float as null (json would write invalid
+    JSON), and anything orjson refuses (e.g. non-string keys) goes through json."""
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 class _QuietStop(logging.Filter):

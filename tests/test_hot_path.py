@@ -339,3 +339,17 @@ def test_caps_query_uses_indexes_only(tmp_path) -> None:
         assert sum("USING INDEX" in step for step in plan) == 4, plan
     finally:
         store.close()
+
+
+def test_published_json_is_what_json_would_write_and_always_valid() -> None:
+    from edge.mqtt import _encode
+
+    card = {"v": 1, "subject": "m-1", "name": "Crème brûlée", "score": 0.12345, "n": 3,
+            "reasons": [{"kind": "popular", "personal": False}], "zone": None,
+            "scopes": ("personalize",)}
+    assert json.loads(_encode(card)) == json.loads(json.dumps(card))
+    assert _encode(card) == json.dumps(card, separators=(",", ":"),
+                                       ensure_ascii=False).encode("utf-8")
+    assert json.loads(_encode({"score": float("nan")})) == {"score": None}  # RFC JSON
+    assert json.loads(_encode({1: "int keys go through json"})) == {"1": "int keys go through json"}
+    assert _encode(b'{"raw": true}') == b'{"raw": true}'
