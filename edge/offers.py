@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.rules import Candidate
+from models.offer_terms import OfferTerms, lacks_target
 from models.reasons import Reason
 
 # A segment offer reveals that the customer is in a segment, i.e. personal data: its reason
@@ -33,24 +34,15 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 @dataclass(frozen=True, slots=True)
-class StoreOffer:
+class StoreOffer(OfferTerms):
     """An offer as the edge holds it. ``subjects`` None: every customer; a set: only those
     (a segment offer; an empty set applies to nobody)."""
 
-    offer_id: str
-    product_id: str | None
-    category: str | None
-    discount_pct: float
-    valid_from: float
-    valid_to: float
     subjects: frozenset[str] | None = None
 
     @property
     def targeted(self) -> bool:
         return self.subjects is not None
-
-    def valid_at(self, now: float) -> bool:
-        return self.valid_from <= now < self.valid_to
 
     def open_to(self, subject: str | None) -> bool:
         """Anonymous customers (``None``) only get offers meant for everyone."""
@@ -98,7 +90,7 @@ class OfferBook:
         count = 0
         for offer in offers:
             if not (math.isfinite(offer.discount_pct) and offer.discount_pct > 0) or \
-                    (offer.product_id is None and offer.category is None):
+                    lacks_target(offer.product_id, offer.category):
                 continue  # a 0% offer is no offer: nothing to show or redeem
             count += 1
             if offer.product_id is not None:

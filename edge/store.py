@@ -46,6 +46,7 @@ from edge.store_rows import (
 )
 from edge.store_sync import CATALOG_UPSERT, OFFER_UPSERT, SyncWrites
 from edge.store_visits import VisitStateWrites
+from models.offer_terms import NO_TARGET, lacks_target
 from models.sqlite_db import SQLiteDB
 from models.transactions import Transaction
 
@@ -214,13 +215,12 @@ class EdgeStore(SQLiteDB[EdgeReader], EventWrites, SyncWrites, VisitStateWrites)
         rows = []
         for o in offers:
             require_text(o.offer_id, "bad_offer", "offer_id")
-            if o.product_id is None and o.category is None:
-                raise StoreInputError("bad_offer", "an offer needs a product_id or a category")
+            if lacks_target(o.product_id, o.category):
+                raise StoreInputError("bad_offer", NO_TARGET)
             require_number(o.discount_pct, "bad_offer", "discount_pct", minimum=0)
             if not o.valid_from < o.valid_to:
                 raise StoreInputError("bad_offer", "valid_from must be before valid_to")
-            rows.append((o.offer_id, o.product_id, o.category, o.discount_pct, o.valid_from,
-                         o.valid_to))
+            rows.append(o.row())
         with self._write() as conn:
             conn.executemany(OFFER_UPSERT, rows)
         return len(rows)

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from models.offer_terms import OfferTerms
+
 CONSENT_PURPOSES = ("personalize", "staff_display", "app_offers")
 CHANNELS = ("staff", "app")
 DISMISSED = "dismissed"
@@ -66,13 +68,8 @@ class CatalogItem:
 
 
 @dataclass(frozen=True, slots=True)
-class Offer:
-    offer_id: str
-    product_id: str | None  # an offer targets a product, a category, or both
-    category: str | None
-    discount_pct: float
-    valid_from: float
-    valid_to: float
+class Offer(OfferTerms):
+    """An offer row of the edge store (its targeting lives in offer_segments/_subjects)."""
 
 
 @dataclass(frozen=True, slots=True)

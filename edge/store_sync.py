@@ -186,10 +186,7 @@ class SyncWrites:
         ranking's offers cache key."""
         ids = [(o.offer_id,) for o in upserts]
         with self._write() as conn:
-            conn.executemany(OFFER_UPSERT, [
-                (o.offer_id, o.product_id, o.category, o.discount_pct, o.valid_from, o.valid_to)
-                for o in upserts
-            ])
+            conn.executemany(OFFER_UPSERT, [o.row() for o in upserts])
             conn.executemany("DELETE FROM offer_segments WHERE offer_id = ?", ids)
             conn.executemany("DELETE FROM offer_subjects WHERE offer_id = ?", ids)
             conn.executemany(

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from edge.store_rows import StoreInputError, require_number, require_text
+from models.offer_terms import NO_TARGET, OfferTerms, lacks_target
 
 
 class BadItem(ValueError):
@@ -148,13 +149,7 @@ def catalog_change(item: Mapping[str, Any]) -> CatalogUpsert | Removal:
 
 
 @dataclass(frozen=True, slots=True)
-class OfferUpsert:
-    offer_id: str
-    product_id: str | None
-    category: str | None
-    discount_pct: float
-    valid_from: float
-    valid_to: float
+class OfferUpsert(OfferTerms):
     segment: str | None = None
     # None: for every customer; a tuple (maybe empty): only these subjects (segment offer)
     subjects: tuple[str, ...] | None = None
@@ -177,8 +172,8 @@ def offer_change(item: Mapping[str, Any]) -> OfferUpsert | Removal:
         segment=_optional_text(item.get("segment"), "segment"),
         subjects=_subjects(item),
     )
-    if offer.product_id is None and offer.category is None:
-        raise BadItem("an offer needs a product_id or a category")
+    if lacks_target(offer.product_id, offer.category):
+        raise BadItem(NO_TARGET)
     if not 0 <= offer.discount_pct <= 100 or not offer.valid_from < offer.valid_to:
         raise BadItem("discount_pct must be 0..100 and valid_from before valid_to")
     return offer

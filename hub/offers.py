@@ -19,6 +19,7 @@ from typing import Any
 
 from hub.catalog_rows import InputError, finite_number, optional_text
 from hub.stores import STORE_ID
+from models.offer_terms import NO_TARGET, OfferTerms, lacks_target
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 BAD = "bad_offer"
@@ -28,13 +29,7 @@ _FIELDS = ("offer_id", "product_id", "category", "discount_pct", "valid_from", "
 
 
 @dataclass(frozen=True)
-class OfferSpec:
-    offer_id: str
-    product_id: str | None
-    category: str | None
-    discount_pct: float
-    valid_from: float
-    valid_to: float
+class OfferSpec(OfferTerms):
     segment: str | None = None
     stores: tuple[str, ...] | None = None  # None: every registered store
     title: str | None = None
@@ -72,8 +67,8 @@ def parse_offer(doc: object, offer_id: str | None = None) -> OfferSpec:
         raise InputError(BAD, "offer_id", "differs from the offer id in the path")
     product = optional_text(doc, "product_id", BAD, 64)
     category = optional_text(doc, "category", BAD, 120)
-    if product is None and category is None:
-        raise InputError(BAD, "product_id", "an offer needs a product_id or a category (or both)")
+    if lacks_target(product, category):
+        raise InputError(BAD, "product_id", NO_TARGET)
     pct = finite_number(doc.get("discount_pct"), "discount_pct", BAD)
     if not 0 < pct <= 100:
         raise InputError(BAD, "discount_pct", f"must be in (0, 100], got {pct!r}")
@@ -97,7 +92,7 @@ def parse_offer(doc: object, offer_id: str | None = None) -> OfferSpec:
 
 def is_active(offer: OfferSpec, now: float) -> bool:
     """Redeemable at ``now``: inside ``[valid_from, valid_to)``."""
-    return offer.valid_from <= now < offer.valid_to
+    return offer.valid_at(now)
 
 
 def is_expired(offer: OfferSpec, now: float) -> bool:
