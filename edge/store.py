@@ -205,8 +205,7 @@ class EdgeStore(SQLiteDB[EdgeReader], EventWrites, SyncWrites, VisitStateWrites)
         rows = []
         for item in items:
             check_catalog_item(item)
-            rows.append((item.product_id, item.name, item.category, float(item.price),
-                         item.stock, item.zone, item.style_id, stamp))
+            rows.append(item.row(stamp))
         with self._write() as conn:
             conn.executemany(CATALOG_UPSERT, rows)
         return len(rows)

@@ -66,6 +66,13 @@ class CatalogItem:
     # defaulted so positional constructors written before styles keep working.
     style_id: str | None = None
 
+    def row(self, stamp: float) -> tuple[str, str, str | None, float, int, str | None,
+                                         str | None, float]:
+        """The item in CATALOG_UPSERT's parameter order, ``updated_at`` = ``stamp`` (seeding
+        and the catalog feed write items the same way)."""
+        return (self.product_id, self.name, self.category, float(self.price), self.stock,
+                self.zone, self.style_id, stamp)
+
 
 @dataclass(frozen=True, slots=True)
 class Offer(OfferTerms):

@@ -162,11 +162,7 @@ class SyncWrites:
         """Assortment + stock of this store; the catalog triggers bump ``catalog_version``,
         which is how the worker's in-stock cache learns of the change."""
         with self._write() as conn:
-            conn.executemany(
-                CATALOG_UPSERT,
-                [(c.product_id, c.name, c.category, c.price, c.stock, c.zone, c.style_id, now)
-                 for c in upserts],
-            )
+            conn.executemany(CATALOG_UPSERT, [c.row(now) for c in upserts])
             conn.executemany(
                 "DELETE FROM catalog WHERE product_id = ?", [(r.key,) for r in removals]
             )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from edge.store_rows import StoreInputError, require_number, require_text
+from edge.store_rows import CatalogItem, StoreInputError, require_number, require_text
 from models.offer_terms import NO_TARGET, OfferTerms, lacks_target
 
 
@@ -114,14 +114,9 @@ def _history_line(line: Mapping[str, Any]) -> HistoryLine:
 
 
 @dataclass(frozen=True, slots=True)
-class CatalogUpsert:
-    product_id: str
-    name: str
-    category: str | None
-    price: float
-    stock: int
-    zone: str | None
-    style_id: str | None = None  # absent in a hub older than styles: a style of its own
+class CatalogUpsert(CatalogItem):
+    """A catalog feed upsert is the store's catalog row as is (``style_id`` absent in a hub
+    older than styles: a style of its own); its own class so a page's changes sort by type."""
 
 
 def catalog_change(item: Mapping[str, Any]) -> CatalogUpsert | Removal:
