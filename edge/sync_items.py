@@ -8,13 +8,15 @@ SQLite. Times may come as epoch seconds or ISO 8601 with an offset.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from edge.store_rows import CatalogItem, StoreInputError, require_number, require_text
 from models.offer_terms import NO_TARGET, OfferTerms, lacks_target
+
+_T = TypeVar("_T")
 
 
 class BadItem(ValueError):
@@ -58,13 +60,23 @@ class Removal:
     reason: str
 
 
-def profile_change(item: Mapping[str, Any]) -> ProfileUpsert | Removal:
-    subject = _text(item.get("subject"), "subject")
+def _upsert_key(item: Mapping[str, Any], key: str, reason: str | None) -> str | Removal:
+    """The key (``item[key]``) of an upsert, or the Removal a delete asks for; any other op
+    is a BadItem. ``reason``: why every delete of this feed happens; None: the item says why
+    (a profile leaves a store for different reasons, and the store logs which)."""
+    value = _text(item.get(key), key)
     op = item.get("op")
     if op == "delete":
-        return Removal(subject, str(item.get("reason") or "not_relevant"))
+        return Removal(value, reason or str(item.get("reason") or "not_relevant"))
     if op != "upsert":
         raise BadItem(f"unknown op {op!r}")
+    return value
+
+
+def profile_change(item: Mapping[str, Any]) -> ProfileUpsert | Removal:
+    subject = _upsert_key(item, "subject", None)
+    if isinstance(subject, Removal):
+        return subject
     profile = _mapping(item.get("profile"), "profile")
     aggregates = _mapping(item.get("aggregates") or {}, "aggregates")
     history = item.get("history") or []
@@ -120,12 +132,9 @@ class CatalogUpsert(CatalogItem):
 
 
 def catalog_change(item: Mapping[str, Any]) -> CatalogUpsert | Removal:
-    product_id = _text(item.get("product_id"), "product_id")
-    op = item.get("op")
-    if op == "delete":
-        return Removal(product_id, "deleted")
-    if op != "upsert":
-        raise BadItem(f"unknown op {op!r}")
+    product_id = _upsert_key(item, "product_id", "deleted")
+    if isinstance(product_id, Removal):
+        return product_id
     stock = _number(item.get("stock", 0), "stock")
     if stock < 0 or stock != int(stock):
         raise BadItem("stock must be a whole number >= 0")
@@ -151,12 +160,9 @@ class OfferUpsert(OfferTerms):
 
 
 def offer_change(item: Mapping[str, Any]) -> OfferUpsert | Removal:
-    offer_id = _text(item.get("offer_id"), "offer_id")
-    op = item.get("op")
-    if op == "delete":
-        return Removal(offer_id, "deleted")
-    if op != "upsert":
-        raise BadItem(f"unknown op {op!r}")
+    offer_id = _upsert_key(item, "offer_id", "deleted")
+    if isinstance(offer_id, Removal):
+        return offer_id
     offer = OfferUpsert(
         offer_id=offer_id,
         product_id=_optional_text(item.get("product_id"), "product_id"),
@@ -202,26 +208,29 @@ def erasure_item(item: Mapping[str, Any]) -> Erasure:
 # --------------------------------------------------------------------------- field checks
 
 
-def _text(value: Any, what: str) -> str:
+def _checked(check: Callable[[object, str, str], _T], value: Any, what: str) -> _T:
+    """The store's own field check (edge.store_rows), so a feed item and a local write obey
+    the same rule; its refusal becomes a BadItem (skip and count) instead of a dead letter."""
     try:
-        return require_text(value, "bad_item", what)
+        return check(value, "bad_item", what)
     except StoreInputError as exc:
         raise BadItem(str(exc)) from None
+
+
+def _text(value: Any, what: str) -> str:
+    return _checked(require_text, value, what)
 
 
 def _optional_text(value: Any, what: str) -> str | None:
-    return None if value is None else _text(value, what)
+    return None if value is None else _checked(require_text, value, what)
 
 
 def _number(value: Any, what: str) -> float:
-    try:
-        return require_number(value, "bad_item", what)
-    except StoreInputError as exc:
-        raise BadItem(str(exc)) from None
+    return _checked(require_number, value, what)
 
 
 def _optional_number(value: Any, what: str) -> float | None:
-    return None if value is None else _number(value, what)
+    return None if value is None else _checked(require_number, value, what)
 
 
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:
