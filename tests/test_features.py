@@ -22,19 +22,13 @@ from models.item_stats import DAY, TxArrays
 from models.reasons import REASON_KINDS
 from models.synthetic import synthetic_transactions
 from models.transactions import Transaction
+from tests.synthetic_env import synthetic_fixtures
 
 PERSONAL = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith(("p_", "cust_"))]
 ITEM = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("item_")]
 
 
-@pytest.fixture(scope="module")
-def rows() -> list[Transaction]:
-    return list(synthetic_transactions(customers=50, products=80, days=50, seed=3))
-
-
-@pytest.fixture(scope="module")
-def stats(rows: list[Transaction]) -> ItemStats:
-    return ItemStats.build(rows)
+rows, stats = synthetic_fixtures(customers=50, products=80, days=50, seed=3)
 
 
 def customer_rows(rows: list[Transaction]) -> dict[str, list[Transaction]]:

@@ -27,20 +27,11 @@ from edge.store import CatalogItem
 from edge.tokens import TokenRejected, TokenVerifier
 from hub.tokens import SCOPES, generate_signing_key, mint_checkin_token, private_key_pem
 from hub.tokens import public_key_pem as public_pem
-from models.features import Context, CustomerHistory, ItemStats, build_features, item_features
+from models.features import Context, CustomerHistory, build_features, item_features
 from models.item_stats import DAY
-from models.synthetic import synthetic_transactions
-from models.transactions import Transaction
+from tests.synthetic_env import synthetic_fixtures
 
-
-@pytest.fixture(scope="module")
-def rows() -> list[Transaction]:
-    return list(synthetic_transactions(customers=40, products=60, days=40, seed=5))
-
-
-@pytest.fixture(scope="module")
-def stats(rows: list[Transaction]) -> ItemStats:
-    return ItemStats.build(rows)
+rows, stats = synthetic_fixtures(customers=40, products=60, days=40, seed=5)
 
 
 def test_cached_item_columns_give_the_same_features(rows, stats) -> None:
