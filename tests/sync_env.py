@@ -9,6 +9,7 @@ import io
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,16 @@ def import_members(admin: httpx.Client, rows: list[dict[str, str]]) -> dict[str,
     report: dict[str, Any] = answer.json()
     assert not report["errors"], report["errors"]
     return report
+
+
+def shelf(count: int, *, stock: int, price: Callable[[int], float]) -> list[dict[str, Any]]:
+    """Products p1..p``count`` for ``list_products``, alternately tea and cake (so a category
+    offer covers half of them), ``price(i)`` for product i."""
+    return [
+        {"product_id": f"p{i}", "name": f"Product {i}", "category": "tea" if i % 2 else "cake",
+         "price": price(i), "stock": stock}
+        for i in range(1, count + 1)
+    ]
 
 
 def list_products(admin: httpx.Client, store: str, products: list[dict[str, Any]]) -> None:

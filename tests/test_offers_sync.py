@@ -27,14 +27,11 @@ from tests.sync_env import (
     edge_settings,
     import_members,
     list_products,
+    shelf,
     subject_of,
 )
 
-PRODUCTS = [
-    {"product_id": f"p{i}", "name": f"Product {i}", "category": "tea" if i % 2 else "cake",
-     "price": 10.0 * i, "stock": 20}
-    for i in range(1, 7)
-]
+PRODUCTS = shelf(6, stock=20, price=lambda i: 10.0 * i)
 ANA = {"loyalty_number": "L-2001", "first_name": "Ana", "tier": "gold", "home_store": "s001"}
 BEN = {"loyalty_number": "L-2002", "first_name": "Ben", "tier": "silver", "home_store": "s001"}
 GOLD = {"all": [{"field": "tier", "op": "in", "value": ["gold"]}]}

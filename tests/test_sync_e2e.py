@@ -28,15 +28,12 @@ from tests.sync_env import (
     import_members,
     list_products,
     pos_basket,
+    shelf,
     subject_of,
     wait_status,
 )
 
-PRODUCTS = [
-    {"product_id": f"p{i}", "name": f"Product {i}", "category": "tea" if i % 2 else "cake",
-     "price": 1.0 + i, "stock": 20}
-    for i in range(1, 7)
-]
+PRODUCTS = shelf(6, stock=20, price=lambda i: 1.0 + i)
 ANA = {"loyalty_number": "L-1001", "first_name": "Ana", "tier": "gold", "home_store": "s001"}
 BEN = {"loyalty_number": "L-1002", "first_name": "Ben", "tier": "silver", "home_store": "s002"}
 

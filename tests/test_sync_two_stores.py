@@ -27,15 +27,12 @@ from tests.sync_env import (
     import_members,
     list_products,
     pos_basket,
+    shelf,
     subject_of,
 )
 
 STORES = ("s001", "s002")
-PRODUCTS = [
-    {"product_id": f"p{i}", "name": f"Product {i}", "category": "tea" if i % 2 else "cake",
-     "price": 2.0 + i, "stock": 30}
-    for i in range(1, 9)
-]
+PRODUCTS = shelf(8, stock=30, price=lambda i: 2.0 + i)
 ANA = {"loyalty_number": "L-2001", "first_name": "Ana", "tier": "gold", "home_store": "s001"}
 
 
