@@ -107,6 +107,7 @@ class Dispatcher:
         self._max_bytes = max_payload_bytes
         self._tick_interval = tick_interval_s
         self._ticks: list[TickFn] = [tick] if tick is not None else []
+        self._due_ticks: list[TickFn] = []  # this round's tick functions not run yet
         self._rejections = rejections
         self._flush = flush
         self._flush_idle_s = flush_idle_s
@@ -210,13 +211,22 @@ class Dispatcher:
     # ------------------------------------------------------------------ worker
     def _run(self) -> None:
         next_tick = time.monotonic() + self._tick_interval
+        round_at = next_tick
         while not self._abandon:
             now = time.monotonic()
             if now >= next_tick:
-                self._commit()
-                self._tick()  # may defer rows too (visit timers): flushed like the rest
-                self._mark_unflushed()
+                if not self._due_ticks:
+                    round_at = now
+                self._due_ticks.extend(fn for fn in self._ticks if fn not in self._due_ticks)
                 next_tick = now + self._tick_interval
+            # a round's tick functions one by one, QoS 1 events and calls first (but a
+            # round waits at most half an interval for them)
+            if self._due_ticks and (
+                self._q.empty() or now - round_at >= self._tick_interval / 2
+            ):
+                self._commit()
+                self._tick(self._due_ticks.pop(0))  # may defer rows too: flushed like the rest
+                self._mark_unflushed()
                 continue
             timeout = next_tick - now
             since = self._unflushed_since
@@ -274,12 +284,14 @@ class Dispatcher:
         for inbound in unacked:
             self._ack(inbound)
 
-    def _tick(self) -> None:
-        for fn in self._ticks:
-            try:
-                fn()
-            except Exception:
-                logger.exception("tick %s failed", getattr(fn, "__qualname__", fn))
+    def _tick(self, fn: TickFn) -> None:
+        """One tick function; the worker runs a round's functions one at a time and takes
+        waiting QoS 1 events and calls in between (a check-in waits for one function,
+        not the whole round)."""
+        try:
+            fn()
+        except Exception:
+            logger.exception("tick %s failed", getattr(fn, "__qualname__", fn))
 
     def _run_call(self, request: _Call) -> None:
         if not request.future.set_running_or_notify_cancel():

@@ -344,3 +344,28 @@ def test_published_json_is_what_json_would_write_and_always_valid() -> None:
     assert json.loads(_encode({"score": float("nan")})) == {"score": None}  # RFC JSON
     assert json.loads(_encode({1: "int keys go through json"})) == {"1": "int keys go through json"}
     assert _encode(b'{"raw": true}') == b'{"raw": true}'
+
+
+def test_a_check_in_waits_for_one_tick_function_not_the_whole_round() -> None:
+    journal = Journal()
+    first_running, release = threading.Event(), threading.Event()
+
+    def slow_tick() -> None:
+        first_running.set()
+        release.wait(5)
+        journal.add("tick:first")
+
+    dispatcher = Dispatcher({"geofence": journal.handle}, metrics=EdgeMetrics(),
+                            on_done=journal.ack, queue_size=100, reserved=10,
+                            tick=slow_tick, tick_interval_s=0.5)
+    dispatcher.add_tick(lambda: journal.add("tick:second"))
+    dispatcher.start()
+    try:
+        assert first_running.wait(5)
+        dispatcher.offer(_inbound("geofence", "g0", qos=1))
+        release.set()
+        wait_until(lambda: "tick:second" in journal.log)
+        log = journal.log
+        assert log.index("tick:first") < log.index("handle:g0") < log.index("tick:second")
+    finally:
+        dispatcher.stop()
