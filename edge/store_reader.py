@@ -11,7 +11,6 @@ committed before it started; multi-query reads (caps) take one snapshot.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from edge.offers import OfferBook, book_from_rows
@@ -26,6 +25,7 @@ from edge.store_rows import (
     Profile,
     VisitRecord,
 )
+from models.sqlite_db import connect_readonly
 from models.transactions import Transaction
 
 PROFILE_SQL = (
@@ -54,16 +54,6 @@ STYLE_SIBLINGS_SQL = (
     "WHERE product_id IN (SELECT value FROM json_each(?)))"
 )
 ANONYMOUS_PREFIX = "anon:"
-
-
-def connect_readonly(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    uri = path.resolve().as_uri() + "?mode=ro"
-    # check_same_thread=False only so EdgeStore.close() can close it from another thread;
-    # it is used by the one thread that created it.
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA query_only = ON")
-    return conn
 
 
 class EdgeReader:
