@@ -184,7 +184,7 @@ class EdgeRuntime:
         self.dispatcher.stop(drain=True)
         if self.visit_checkpoint is not None:  # the worker is gone: the state as it ends
             try:
-                self.visit_checkpoint.tick()
+                self.visit_checkpoint.flush()
             except Exception:
                 logger.exception("last visit checkpoint failed")
         if self.bridge is not None:

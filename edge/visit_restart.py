@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 # Time-only progress (last seen, zone heard) is written at most this often: a restored visit
 # may time out up to this much early. Anything else is written at the next tick.
 CHECKPOINT_DRIFT_S = 30.0
+# Rows written per tick at most (~15 us each): 1,000 visits changing zone in one second
+# cost a 14 ms tick that a check-in queued behind it waited for; now at most ~1.5 ms.
+CHECKPOINT_ROWS_PER_TICK = 100
 RESTORE_TRIGGER = "restore"
 
 
@@ -35,19 +38,28 @@ class VisitCheckpoint:
     """Writes the changed states of active visits into their rows (one transaction)."""
 
     def __init__(
-        self, store: EdgeStore, tracker: VisitTracker, drift_s: float = CHECKPOINT_DRIFT_S
+        self, store: EdgeStore, tracker: VisitTracker, drift_s: float = CHECKPOINT_DRIFT_S,
+        rows_per_tick: int | None = CHECKPOINT_ROWS_PER_TICK,
     ) -> None:
         self._store = store
         self._tracker = tracker
         self._plan = Checkpoints(drift_s)
+        self._rows_per_tick = rows_per_tick
 
     def prime(self, states: Iterable[VisitState]) -> None:
         """``states`` are in their rows already (restored from them)."""
         self._plan.mark(states)
 
     def tick(self) -> None:
-        """Dispatcher tick (worker thread); also the last write of a graceful stop."""
-        due = self._plan.due(self._tracker.states())
+        """Dispatcher tick (worker thread), a bounded batch of the due rows."""
+        self._write(self._rows_per_tick)
+
+    def flush(self) -> None:
+        """Every due row at once: the last write of a graceful stop."""
+        self._write(None)
+
+    def _write(self, limit: int | None) -> None:
+        due = self._plan.due(self._tracker.states(), limit)
         saved = []
         for state in due:
             visit = self._tracker.get(state.subject)

@@ -165,18 +165,28 @@ class Checkpoints:
         self.drift_s = drift_s
         self._written: dict[str, tuple[tuple[object, ...], float]] = {}
 
-    def due(self, active: Iterable[VisitState]) -> list[VisitState]:
-        out: list[VisitState] = []
+    def due(self, active: Iterable[VisitState], limit: int | None = None) -> list[VisitState]:
+        """At most ``limit`` states, most urgent first: never written (a new visit, whose
+        check-in and consent a crash would otherwise lose), then changed, then only drifted.
+        What is left out stays due and comes first at a later tick; the limit bounds the
+        tick's write (a crowd changing zones at once must not stall the next check-in)."""
+        new: list[VisitState] = []
+        changed: list[VisitState] = []
+        drifted: list[VisitState] = []
         written: dict[str, tuple[tuple[object, ...], float]] = {}
         for state in active:
             saved = self._written.get(state.visit_id)
-            if saved is not None:
-                written[state.visit_id] = saved
-            if (saved is None or _STEADY(state) != saved[0]
-                    or state.last_seen - saved[1] >= self.drift_s):
-                out.append(state)
+            if saved is None:
+                new.append(state)
+                continue
+            written[state.visit_id] = saved
+            if _STEADY(state) != saved[0]:
+                changed.append(state)
+            elif state.last_seen - saved[1] >= self.drift_s:
+                drifted.append(state)
         self._written = written
-        return out
+        out = new + changed + drifted
+        return out if limit is None else out[:limit]
 
     def mark(self, states: Iterable[VisitState]) -> None:
         """``states`` are written (their transaction committed)."""

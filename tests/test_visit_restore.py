@@ -166,6 +166,24 @@ def test_checkpoints_write_changes_at_once_and_time_only_every_drift() -> None:
     assert plan.due(t.states()) == [] and plan._written == {}  # forgotten with the visit
 
 
+def test_a_bounded_checkpoint_writes_new_visits_first_and_carries_the_rest_over() -> None:
+    t = VisitTracker(CFG)
+    plan = Checkpoints(drift_s=30)
+    for name in ("a", "b", "c"):
+        t.apply(checkin(0, subject=name))
+    plan.mark(plan.due(t.states()))
+    for name in ("a", "b", "c"):
+        t.apply(geo(5, "dwell", subject=name))  # three changed visits
+    t.apply(checkin(6, subject="new"))  # and one never written
+    first = plan.due(t.states(), limit=2)
+    assert first[0].subject == "new" and len(first) == 2
+    plan.mark(first)
+    rest = plan.due(t.states(), limit=2)  # what was left out is still due
+    assert len(rest) == 2 and {s.subject for s in first + rest} == {"new", "a", "b", "c"}
+    plan.mark(rest)
+    assert plan.due(t.states(), limit=2) == []
+
+
 def test_checkpoints_refuse_a_bad_drift() -> None:
     with pytest.raises(ValueError):
         Checkpoints(drift_s=float("nan"))
