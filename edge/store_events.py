@@ -17,6 +17,7 @@ from typing import Any
 
 from edge.store_rows import (
     StoreInputError,
+    VisitRecord,
     dump_json,
     require_channel,
     require_number,
@@ -51,23 +52,8 @@ _REMEMBER_TOKEN = "INSERT OR IGNORE INTO seen_tokens(token_id, expires_at) VALUE
 ImpressionItem = tuple[str, int, float, float, list[dict[str, Any]]]
 
 
-@dataclass(frozen=True)
-class VisitRow:
-    """One visit's row (``visits``) as the handlers write it."""
-
-    visit_id: str
-    subject: str | None
-    started_at: float
-    ended_at: float | None
-    zone: str | None
-    confidence: float
-    checked_in: bool
-
-    def params(self) -> tuple[Any, ...]:
-        require_text(self.visit_id, "bad_visit", "visit_id")
-        require_number(self.confidence, "bad_visit", "confidence", minimum=0)
-        return (self.visit_id, self.subject, self.started_at, self.ended_at, self.zone,
-                self.confidence, int(self.checked_in))
+# The row the handlers write is the store's visit record (validated by ``params``).
+VisitRow = VisitRecord
 
 
 @dataclass(frozen=True)

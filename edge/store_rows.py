@@ -81,6 +81,8 @@ class Offer(OfferTerms):
 
 @dataclass(frozen=True, slots=True)
 class VisitRecord:
+    """One visit's row (``visits``): what the handlers write and the reader returns."""
+
     visit_id: str
     subject: str | None
     started_at: float
@@ -88,6 +90,12 @@ class VisitRecord:
     zone: str | None
     confidence: float
     checked_in: bool
+
+    def params(self) -> tuple[Any, ...]:
+        require_text(self.visit_id, "bad_visit", "visit_id")
+        require_number(self.confidence, "bad_visit", "confidence", minimum=0)
+        return (self.visit_id, self.subject, self.started_at, self.ended_at, self.zone,
+                self.confidence, int(self.checked_in))
 
 
 @dataclass(frozen=True, slots=True)
