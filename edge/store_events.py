@@ -52,8 +52,6 @@ _REMEMBER_TOKEN = "INSERT OR IGNORE INTO seen_tokens(token_id, expires_at) VALUE
 ImpressionItem = tuple[str, int, float, float, list[dict[str, Any]]]
 
 
-# The row the handlers write is the store's visit record (validated by ``params``).
-VisitRow = VisitRecord
 
 
 @dataclass(frozen=True)
@@ -238,11 +236,11 @@ class EventWrites:
         checked_in: bool,
     ) -> None:
         self.write_behind(
-            (), [VisitRow(visit_id, subject, started_at, ended_at, zone, confidence, checked_in)]
+            (), [VisitRecord(visit_id, subject, started_at, ended_at, zone, confidence, checked_in)]
         )
 
     def write_behind(
-        self, impressions: Sequence[ImpressionLog], visits: Sequence[VisitRow]
+        self, impressions: Sequence[ImpressionLog], visits: Sequence[VisitRecord]
     ) -> None:
         """Impression logs and visit rows in ONE transaction (the worker's group commit of
         what it deferred past publishing a card; see ``EdgeService.flush``). Everything is
@@ -271,7 +269,7 @@ class EventWrites:
 
     def accept_checkin(
         self, event_id: str, token_id: str, expires_at: float, ts: float,
-        visit: VisitRow | None = None,
+        visit: VisitRecord | None = None,
     ) -> bool:
         """A verified check-in, in one transaction: its event id (idempotence), its token
         id (replay protection across restarts) and the visit it checked in to (so a

@@ -19,12 +19,13 @@ from collections.abc import Sequence
 
 from edge.rules import Suggestion
 from edge.store import EdgeStore
-from edge.store_events import ImpressionItem, ImpressionLog, VisitRow
+from edge.store_events import ImpressionItem, ImpressionLog
+from edge.store_rows import VisitRecord
 from edge.visit import Visit
 
 
-def visit_row(visit: Visit) -> VisitRow:
-    return VisitRow(visit.visit_id, visit.subject, visit.started_at, visit.ended_at, visit.zone,
+def visit_row(visit: Visit) -> VisitRecord:
+    return VisitRecord(visit.visit_id, visit.subject, visit.started_at, visit.ended_at, visit.zone,
                     visit.confidence, visit.checked_in)
 
 
@@ -38,7 +39,7 @@ class WriteBehind:
     def __init__(self, store: EdgeStore) -> None:
         self._store = store
         self._impressions: list[ImpressionLog] = []
-        self._visits: dict[str, VisitRow] = {}
+        self._visits: dict[str, VisitRecord] = {}
 
     @property
     def pending(self) -> bool:
