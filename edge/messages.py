@@ -12,6 +12,7 @@ would rather see as a counted dead letter on day one.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,7 @@ DEAD_LETTER_REASONS: Final = frozenset(
         "subject_mismatch",
         "unknown_topic",
         "handler_error",  # set by the dispatcher, never by parse_inbound
+        "rate_limited",  # a member over rate_limits.subject_checkins_per_min (edge.service)
     }
 )
 
@@ -167,6 +169,22 @@ class DeadLetter(Exception):
         self.event_id = event_id
 
 
+_EVENT_ID = re.compile(ID_PATTERN)
+
+
+def _safe_event_id(value: Any) -> str | None:
+    """The payload's event id for a dead letter only if it is a well-formed id: it goes
+    into logs and the published dead letter, so a control character or a lone surrogate
+    (valid JSON escapes) must not (log injection, a UTF-8 encode error on publish)."""
+    return value if isinstance(value, str) and _EVENT_ID.fullmatch(value) else None
+
+
+def _loc_part(part: str | int) -> str:
+    """A field path element for ``detail``: unknown keys are the sender's text, so they
+    are escaped (newlines, surrogates) and cut short."""
+    return str(part) if isinstance(part, int) else repr(part)[1:-1][:40]
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
@@ -175,7 +193,7 @@ def _describe(exc: ValidationError, limit: int = 3) -> str:
     """Which fields failed and why, never the offending values (they may be personal)."""
     parts = []
     for err in exc.errors(include_url=False, include_input=False)[:limit]:
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = ".".join(_loc_part(p) for p in err["loc"]) or "<root>"
         parts.append(f"{loc}: {err['type']}")
     more = exc.error_count() - limit
     if more > 0:
@@ -211,8 +229,7 @@ def parse_inbound(
         raise DeadLetter(kind, "bad_json", type(exc).__name__) from None
     if not isinstance(obj, dict):
         raise DeadLetter(kind, "not_object", type(obj).__name__)
-    event_id = obj.get("event_id")
-    event_id = event_id if isinstance(event_id, str) and len(event_id) <= 64 else None
+    event_id = _safe_event_id(obj.get("event_id"))
     version = obj.get("v")
     if type(version) is not int or version != SCHEMA_VERSION:
         shown = repr(version)[:16] if version is not None else "missing"
@@ -356,7 +373,17 @@ def build_dead_letter(
     }
 
 
+# Letters -> "a", digits -> "9", non-ASCII bytes -> "?"; punctuation and controls kept.
+_SHAPE = bytes(
+    0x61 if chr(b).isalpha() else 0x39 if chr(b).isdigit() else b if b < 0x80 else 0x3F
+    for b in range(256)
+)
+
+
 def payload_head(payload: bytes, limit: int = 64) -> str:
-    """First ``limit`` bytes for a log line (repr, so control bytes stay visible)."""
-    head = repr(payload[:limit])
+    """The SHAPE of the first ``limit`` bytes for a log line (repr, so control bytes stay
+    visible): ``b'{"a": 9, "aaaaa": "aaaa.aaa@aaaaa.aaa'``. It shows what broke (a cut-off
+    object, a stray quote) but never the content: a broken check-in may carry an e-mail or
+    a name, and logs must hold no personal data (tests/test_privacy_logs.py)."""
+    head = repr(payload[:limit].translate(_SHAPE))
     return head + ("…" if len(payload) > limit else "")
