@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -72,7 +73,8 @@ class PrivateBroker:
     def config_path(self) -> Path:
         return self._dir / "mosquitto.conf"
 
-    def _write_config(self) -> None:
+    def _config_text(self) -> str:
+        """The whole mosquitto.conf (``edge.broker_config.StoreBroker`` ships its own)."""
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
@@ -86,11 +88,14 @@ class PrivateBroker:
             lines += ["persistence true", f"persistence_location {self._persistence_dir}/"]
         else:
             lines.append("persistence false")
-        self.config_path.write_text("\n".join(lines) + "\n" + self._extra)
+        return "\n".join(lines) + "\n" + self._extra
+
+    def _write_config(self) -> None:
+        self.config_path.write_text(self._config_text())
 
     def start(self, timeout: float = 10.0) -> PrivateBroker:
         self._write_config()
-        log = open(self._dir / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the broker
+        log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the broker
         # Its own session: a Ctrl-C in the terminal reaches the services using the broker,
         # which then still need it to publish their "offline" status; whoever started the
         # broker stops it last (``close``).
@@ -110,6 +115,17 @@ class PrivateBroker:
         if self._proc is not None:
             stop_process(self._proc, timeout=5, kill_timeout=5)
         self._proc = None
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password file, ACL and certificates in place
+        (credential rotation without a restart); the caller waits for the effect."""
+        if self._proc is None:
+            raise BrokerError("the broker is not running")
+        self._proc.send_signal(signal.SIGHUP)
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir / "mosquitto.log"
 
     def restart(self, timeout: float = 10.0) -> None:
         """Stop and start again on the same port (fault tests)."""
