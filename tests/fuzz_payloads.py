@@ -169,10 +169,9 @@ class Generator:
     def next(self, channel: str | None = None) -> Case:
         """A fresh case, or now and then one of the valid ones again (a replay)."""
         if self.sent_valid and self.rng.random() < self.replay_rate:
-            old = self.rng.choice(self.sent_valid)
-            if channel is None or old.channel == channel:
-                self.counts["replay"] = self.counts.get("replay", 0) + 1
-                return replace(old, expect=REPLAY, mutation="replay")
+            old = self.rng.choice(self.sent_valid)  # of any channel
+            self.counts["replay"] = self.counts.get("replay", 0) + 1
+            return replace(old, expect=REPLAY, mutation="replay")
         case = self.case(channel)
         if case.expect == VALID:
             self.sent_valid.append(case)
