@@ -1,5 +1,8 @@
 """HTTP API of the edge: health, metrics, visits, feedback, kiosk check-in, live stream.
 
+Who may call what is one table (``edge.access``), enforced for the whole app by
+``edge.api_auth.authorize``; handlers here only add the per-address check-in limit.
+
 Writes go through the dispatcher (``dispatcher.call``) so the HTTP path and the MQTT path
 share one validation (``edge.messages.parse_inbound``), one writer thread and one set of
 handlers: a kiosk check-in is the same event as an app check-in.
@@ -11,14 +14,15 @@ import asyncio
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
+from edge.api_auth import limits_exempt, sees_details, too_many
 from edge.dispatch import QueueFull
 from edge.messages import DeadLetter, parse_inbound
 from edge.runtime import EdgeRuntime
 from edge.service import CheckinRefused
-from edge.tablet_auth import require_device, revocable
+from edge.tablet_auth import revocable
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +30,6 @@ router = APIRouter()
 
 DEAD_LETTER_STATUS = {"too_large": 413}
 CALL_TIMEOUT_S = 5.0
-# Staff tablets only (edge.tablet_auth): a paired device's token, header or cookie.
-TABLET_ONLY = [Depends(require_device)]
 
 
 def _runtime(request: Request) -> EdgeRuntime:
@@ -55,6 +57,11 @@ async def submit(request: Request, kind: str, body: bytes | None = None) -> Any:
         return await asyncio.to_thread(runtime.dispatcher.call, kind, message, CALL_TIMEOUT_S)
     except CheckinRefused as exc:
         raise HTTPException(401, {"reason": f"token_{exc.reason}"}) from exc
+    except DeadLetter as exc:  # refused by the handler (e.g. a member over its check-in limit)
+        runtime.metrics.dead_letters.labels(kind, exc.reason).inc()
+        if exc.reason == "rate_limited":
+            raise too_many(60.0 / runtime.settings.rate_limits.subject_checkins_per_min) from exc
+        raise HTTPException(422, {"reason": exc.reason, "detail": exc.detail}) from exc
     except (TimeoutError, QueueFull) as exc:
         raise HTTPException(503, {"reason": "busy"}) from exc
 
@@ -68,11 +75,12 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", tags=["ops"])
 def readyz(request: Request, response: Response) -> dict[str, Any]:
     """Readiness: connected to the broker and the worker running (a degraded model is
-    still ready: the store serves popular lists)."""
+    still ready: the store serves popular lists). Anyone gets ``{"ready": bool}``; the
+    details only the device itself (``auth.open_on_loopback``) or an admin token."""
     status = _runtime(request).status()
     ready = status["mqtt_connected"] and status["worker_alive"]
     response.status_code = 200 if ready else 503
-    return {"ready": ready, **status}
+    return {"ready": ready, **status} if sees_details(request) else {"ready": ready}
 
 
 @router.get("/metrics", tags=["ops"])
@@ -87,16 +95,14 @@ def status(request: Request) -> dict[str, Any]:
     return _runtime(request).status()
 
 
-@router.get("/v1/visits", tags=["visits"], dependencies=TABLET_ONLY)
+@router.get("/v1/visits", tags=["visits"])
 def visits(request: Request) -> dict[str, Any]:
     """Customers in the store now, newest first, with their latest suggestions."""
     _runtime(request)
     return {"visits": request.app.state.live.snapshot()}
 
 
-@router.get(
-    "/v1/visits/{visit_id}/recommendations", tags=["visits"], dependencies=TABLET_ONLY
-)
+@router.get("/v1/visits/{visit_id}/recommendations", tags=["visits"])
 def visit_recommendations(visit_id: str, request: Request) -> dict[str, Any]:
     """The latest staff card of one visit (404 once the visit ended)."""
     _runtime(request)
@@ -108,8 +114,22 @@ def visit_recommendations(visit_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/v1/checkin", tags=["events"], status_code=200)
 async def checkin(request: Request) -> dict[str, Any]:
-    """Kiosk check-in: body as the MQTT check-in payload. Answers with the staff card."""
+    """Kiosk check-in: body as the MQTT check-in payload. Answers with the staff card.
+    Open (the signed token is the credential) but limited per client address."""
+    limit_by_address(request, "checkin")
     return checkin_answer(await submit(request, "checkin"))
+
+
+def limit_by_address(request: Request, endpoint: str) -> None:
+    """429 when the caller's address is over ``rate_limits.checkin_per_min`` for
+    ``endpoint`` (its own bucket: ``app.state.limiters[endpoint]``)."""
+    if limits_exempt(request):
+        return
+    address = request.client.host if request.client else "unknown"
+    wait = request.app.state.limiters[endpoint].take(address)
+    if wait:
+        request.app.state.metrics.rate_limited.labels(endpoint).inc()
+        raise too_many(wait)
 
 
 def checkin_answer(result: Any) -> dict[str, Any]:
@@ -117,7 +137,7 @@ def checkin_answer(result: Any) -> dict[str, Any]:
     return {"visit_id": result.visit_id, "duplicate": result.duplicate, "card": result.card}
 
 
-@router.post("/v1/feedback", tags=["events"], status_code=202, dependencies=TABLET_ONLY)
+@router.post("/v1/feedback", tags=["events"], status_code=202)
 async def feedback(request: Request) -> dict[str, Any]:
     """Staff tap or app action: accepted / dismissed / bought / redeemed."""
     applied = await submit(request, "feedback")
@@ -131,7 +151,7 @@ async def pos(request: Request) -> dict[str, Any]:
     return {"accepted": True, "duplicate": not applied}
 
 
-@router.get("/v1/stream", tags=["visits"], dependencies=TABLET_ONLY)
+@router.get("/v1/stream", tags=["visits"])
 def stream(request: Request) -> StreamingResponse:
     """Server-sent events for tablets: a snapshot, then every card change."""
     _runtime(request)

@@ -7,9 +7,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from edge import api, tablet_api
+from edge.api_auth import authorize
 from edge.live import LiveHub
 from edge.metrics import EdgeMetrics
 from edge.runtime import EdgeRuntime
@@ -46,6 +47,8 @@ def create_app(
         version=VERSION,
         description="In-store personalization: visits, suggestions, feedback, live feed.",
         lifespan=lifespan,
+        # Every route is checked against edge.access.ROUTES (issue 6): one table, fail closed.
+        dependencies=[Depends(authorize)],
     )
     app.state.settings = settings
     app.state.clock = clock  # wall clock of this edge (tablet pairing codes expire by it)

@@ -14,7 +14,8 @@ from edge.settings import SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
 
-TABLET_COMMANDS = ("pair-tablet", "list-tablets", "revoke-tablet")  # edge/devices_cli.py
+# edge/devices_cli.py (admin-token: create | list | revoke, issue 6)
+TABLET_COMMANDS = ("pair-tablet", "list-tablets", "revoke-tablet", "admin-token")
 STREAM_SHUTDOWN_GRACE_S = 2.0
 
 
@@ -30,10 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TABLET_COMMANDS:  # pair-tablet, list-tablets, revoke-tablet
+    if argv and argv[0] in TABLET_COMMANDS:  # tablets and API tokens
         from edge.devices_cli import main as tablets_main
 
         return tablets_main(argv)
+    if argv and argv[0] in ("make-certs", "mqtt-passwd", "mqtt-app-password"):
+        from edge.mqtt_cli import main as mqtt_main  # the store broker's secrets
+
+        return mqtt_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -12,19 +12,20 @@ sha256 hashes of tokens and codes only (table ``devices``, migration 3), so the 
 alone lets nobody in. Revoking sets ``revoked_at``; the row stays as a record.
 
 Checking a token runs on every tablet request, so ``DeviceRegistry`` caches hash → device
-in memory for ``ttl_s`` (0.5 s): a revocation by another process (the CLI) is effective
-within that time, one by this process at once. ``last_seen_at`` is written at most once
-per ``touch_every_s`` per device: a tablet polling every second must not become a stream
-of write transactions competing with the event worker.
+in memory for ``ttl_s`` (0.5 s, ``edge.token_cache``): a revocation by another process (the
+CLI) is effective within that time, one by this process at once. ``last_seen_at`` is
+written at most once per ``touch_every_s`` per device.
+
+A tablet replaces its own token with ``rotate_device_token`` (``POST /v1/devices/rotate``):
+the previous hash stays valid for a short grace (migration 9), so a request in flight or a
+second tab does not fail, and a token that leaked stops working without re-pairing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,13 +34,13 @@ from pathlib import Path
 
 from edge.pairing_codes import new_code, normalize_code
 from edge.store import EdgeStore
+from edge.token_cache import BUSY_TIMEOUT_S, TokenLookup, hash_token
 from models.sqlite_schema import immediate_transaction
 
 logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "sst_"  # recognisable in a leaked log line or a secret scanner
 LABEL_MAX = 64
-BUSY_TIMEOUT_S = 5.0
 _COLUMNS = "device_id, label, created_at, last_seen_at, revoked_at"
 PAIRING_RECORD_S = 30 * 86_400  # used/expired codes kept this long (who paired what, when)
 
@@ -73,11 +74,6 @@ class Device:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
-
-
-def hash_token(token: str) -> str:
-    """What is stored and looked up: sha256 hex of the raw token."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def new_token() -> str:
@@ -236,15 +232,47 @@ def revoke_device(db_path: Path, device: str, *, now: float | None = None) -> li
     return revoked
 
 
-@dataclass(slots=True)
-class _Cached:
-    device: Device
-    fresh_until: float  # monotonic
-    touched_at: float  # wall clock of the last last_seen_at write
+class NotCurrentToken(Exception):
+    """Rotation asked with a token that is not the device's current one (a superseded
+    token in its grace period may still read, never mint a successor)."""
+
+
+def rotate_device_token(
+    db_path: Path, token: str, grace_s: float, *, now: float | None = None, migrate: bool = True
+) -> tuple[Device, str]:
+    """Replace the token of the device holding ``token`` by a new one; the old one keeps
+    working for ``grace_s`` (requests in flight, other tabs), then only the new one does.
+    One transaction: of two rotations with one token, the second finds it superseded."""
+    stamp = time.time() if now is None else now
+    new = new_token()
+    with _connect(Path(db_path), migrate=migrate) as conn, immediate_transaction(conn):
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM devices WHERE token_hash = ? AND revoked_at IS NULL",
+            (hash_token(token),),
+        ).fetchone()
+        if row is None:
+            raise NotCurrentToken()
+        conn.execute(
+            "UPDATE devices SET prev_token_hash = token_hash, prev_valid_until = ?,"
+            " token_hash = ?, rotated_at = ? WHERE device_id = ?",
+            (stamp + grace_s, hash_token(new), stamp, row[0]),
+        )
+    device = Device(*row)
+    logger.info("rotated the token of tablet %s", device.device_id)
+    return device, new
+
+
+# The current token, or the previous one during its grace after a rotation.
+_AUTH_QUERY = (
+    f"SELECT {_COLUMNS} FROM devices WHERE token_hash = :hash AND revoked_at IS NULL"
+    f" UNION ALL SELECT {_COLUMNS} FROM devices WHERE prev_token_hash = :hash"
+    " AND prev_valid_until > :now AND revoked_at IS NULL LIMIT 1"
+)
 
 
 class DeviceRegistry:
-    """The edge process's view of paired tablets: ``authenticate`` per request."""
+    """The edge process's view of paired tablets: ``authenticate`` per request (cached,
+    see ``edge.token_cache``)."""
 
     def __init__(
         self,
@@ -255,64 +283,17 @@ class DeviceRegistry:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db_path = Path(db_path)
-        self.ttl_s = ttl_s
-        self.touch_every_s = touch_every_s
         self._clock = clock
-        self._lock = threading.Lock()
-        self._cache: dict[str, _Cached] = {}
-        self._conn: sqlite3.Connection | None = None
-
-    def _db(self) -> sqlite3.Connection:
-        # Opened on first use, after the runtime migrated the file; shared under the lock
-        # (each use is one indexed point query or one one-row update).
-        if self._conn is None:
-            self._conn = sqlite3.connect(
-                self.db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S,
-                check_same_thread=False,
-            )
-        return self._conn
+        self._lookup: TokenLookup[Device] = TokenLookup(
+            self.db_path, _AUTH_QUERY, lambda row: Device(*row),
+            ident=lambda d: d.device_id, last_used=lambda d: d.last_seen_at,
+            touch_sql="UPDATE devices SET last_seen_at = ? WHERE device_id = ?",
+            ttl_s=ttl_s, touch_every_s=touch_every_s, clock=clock,
+        )
 
     def authenticate(self, token: str | None) -> Device | None:
-        """The active device holding ``token``, or None (unknown, revoked, empty)."""
-        if not token or len(token) > 256:
-            return None
-        key = hash_token(token)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit.fresh_until > now:
-                return hit.device
-            row = self._db().execute(
-                f"SELECT {_COLUMNS} FROM devices WHERE token_hash = ? AND revoked_at IS NULL",
-                (key,),
-            ).fetchone()
-            if row is None:
-                self._cache.pop(key, None)
-                return None
-            device = Device(*row)
-            touched = hit.touched_at if hit is not None else (device.last_seen_at or 0.0)
-            wall = self._clock()
-            touch = wall - touched >= self.touch_every_s
-            self._cache[key] = _Cached(device, now + self.ttl_s, wall if touch else touched)
-        if touch:
-            self._touch(device.device_id, wall)
-        return device
-
-    def _touch(self, device_id: str, wall: float) -> None:
-        """Own short connection, outside the lock: waiting for the write lock must not
-        hold up other tablets' checks."""
-        try:
-            conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
-            try:
-                with immediate_transaction(conn):
-                    conn.execute(
-                        "UPDATE devices SET last_seen_at = ? WHERE device_id = ?",
-                        (wall, device_id),
-                    )
-            finally:
-                conn.close()
-        except sqlite3.Error:  # best effort: a busy file must not refuse a valid tablet
-            logger.warning("could not record last_seen_at of %s", device_id, exc_info=True)
+        """The active device holding ``token``, or None (unknown, revoked, superseded)."""
+        return self._lookup.get(token)
 
     def redeem(self, code: str, label: str | None = None) -> tuple[Device, str]:
         """Pair a device with a one-time code, by this edge's clock (see
@@ -320,18 +301,16 @@ class DeviceRegistry:
         other tablets' checks behind the lock."""
         return redeem_pairing_code(self.db_path, code, label, now=self._clock(), migrate=False)
 
+    def rotate(self, token: str, grace_s: float) -> tuple[Device, str]:
+        """``rotate_device_token`` by this edge's clock."""
+        return rotate_device_token(self.db_path, token, grace_s, now=self._clock(),
+                                   migrate=False)
+
     def revoke(self, device: str) -> list[Device]:
         """Revoke through this registry: effective at once in this process."""
         revoked = revoke_device(self.db_path, device)
-        ids = {d.device_id for d in revoked}
-        with self._lock:
-            for key in [k for k, c in self._cache.items() if c.device.device_id in ids]:
-                del self._cache[key]
+        self._lookup.forget({d.device_id for d in revoked})
         return revoked
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            self._cache.clear()
+        self._lookup.close()

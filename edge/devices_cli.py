@@ -1,9 +1,12 @@
-"""``storeside-edge pair-tablet | list-tablets | revoke-tablet``: manage staff tablets.
+"""``storeside-edge pair-tablet | list-tablets | revoke-tablet``: manage staff tablets;
+``storeside-edge admin-token create | list | revoke``: admin and till tokens of the edge API.
 
 Run on the store device next to the edge (same config file, same SQLite file); the edge
 does not need to be stopped: it notices a revocation within half a second.
 ``pair-tablet`` prints a one-time pairing code, its link and the link as a QR code, never
-a device token: the tablet gets its token when it redeems the code.
+a device token: the tablet gets its token when it redeems the code. ``admin-token create``
+prints its token once (the edge keeps a hash); ``list`` shows when each was last used, so an
+old token is revoked only once nothing uses it any more.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from edge.api_keys import ROLES, create_api_key, list_api_keys, revoke_api_key
 from edge.devices import create_pairing_code, list_devices, pending_pairing_codes, revoke_device
 from edge.pairing_codes import format_code
 from edge.qr_text import terminal_qr
 from edge.settings import EdgeSettings, SettingsError, load_settings
+from models.durations import parse_duration
 
-COMMANDS = ("pair-tablet", "list-tablets", "revoke-tablet")
+COMMANDS = ("pair-tablet", "list-tablets", "revoke-tablet", "admin-token")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paired tablets (revoked ones too) and pending pairing codes")
     revoke = sub.add_parser("revoke-tablet", parents=[common], help="revoke a tablet")
     revoke.add_argument("device", help="device id (tab-…) or label")
+    tokens = sub.add_parser("admin-token", help="admin / till tokens of the edge API")
+    actions = tokens.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", parents=[common], help="prints the new token ONCE")
+    create.add_argument("--label", required=True, help='e.g. "prometheus" or "till 3"')
+    create.add_argument("--role", choices=ROLES, default="admin",
+                        help="admin: ops and device management; till: POST /v1/pos only")
+    create.add_argument("--expires-in", type=parse_duration, metavar="DURATION",
+                        help="e.g. 30d, 12h (default: until revoked)")
+    actions.add_parser("list", parents=[common], help="tokens (revoked ones too), last use")
+    drop = actions.add_parser("revoke", parents=[common], help="revoke a token (live)")
+    drop.add_argument("key", help="key id (key-…) or label")
     return parser
 
 
@@ -101,6 +117,36 @@ def _list(db: Path) -> None:
             print(f"{'(not shown)':<23} {_when(p.created_at):<21} {left:<21} {p.label}")
 
 
+def admin_token(args: argparse.Namespace, db: Path) -> int:
+    if args.action == "create":
+        try:
+            key, token = create_api_key(db, args.label, args.role, expires_in_s=args.expires_in)
+        except ValueError as exc:
+            print(f"storeside-edge admin-token: {exc}", file=sys.stderr)
+            return 2
+        until = f", expires {_when(key.expires_at)}" if key.expires_at else ""
+        print(f"{key.role} token {key.key_id} ({key.label}){until}; shown once, keep it secret:")
+        print(token)
+        return 0
+    if args.action == "list":
+        now = time.time()
+        print(f"{'KEY':<13} {'ROLE':<6} {'STATE':<8} {'CREATED':<21} {'EXPIRES':<21} "
+              f"{'LAST USED':<21} LABEL")
+        for k in list_api_keys(db):
+            expires = _when(k.expires_at)
+            print(f"{k.key_id:<13} {k.role:<6} {k.state(now):<8} {_when(k.created_at):<21} "
+                  f"{expires:<21} {_when(k.last_used_at):<21} {k.label}")
+        return 0
+    revoked = revoke_api_key(db, args.key)
+    if not revoked:
+        print(f"storeside-edge admin-token revoke: no active token {args.key!r}",
+              file=sys.stderr)
+        return 1
+    for k in revoked:
+        print(f"revoked {k.role} token {k.key_id} ({k.label})")
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -109,6 +155,8 @@ def main(argv: Sequence[str]) -> int:
         print(f"storeside-edge: invalid configuration: {exc}", file=sys.stderr)
         return 2
     db = settings.db_path
+    if args.command == "admin-token":
+        return admin_token(args, db)
     if args.command == "pair-tablet":
         ttl = settings.tablet.pairing_ttl_s if args.ttl is None else args.ttl
         try:

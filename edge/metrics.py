@@ -56,6 +56,12 @@ class EdgeMetrics(MetricSet):
         self.tokens_rejected = counter(
             "storeside_tokens_rejected_total", "Check-in tokens refused", "reason"
         )
+        self.rate_limited = counter(  # edge.api_auth, edge.api, edge.service (issue 6)
+            "storeside_rate_limited_total", "Requests refused by a rate limit", "endpoint"
+        )
+        self.auth_refused = counter(
+            "storeside_auth_refused_total", "API requests refused by auth", "reason"
+        )
         self.queue_dropped = counter(
             "storeside_queue_dropped_total", "Lossy (QoS 0) messages dropped on a full queue",
             "kind",

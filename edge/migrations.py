@@ -303,9 +303,35 @@ _PAIRING_CODES = Migration(
     ),
 )
 
+# API auth (issue 6): admin / till tokens of the edge API (``storeside-edge admin-token``),
+# sha256 only, several valid at once so one can be replaced without downtime; and device token
+# rotation: the previous hash of a tablet's token stays valid until ``prev_valid_until`` (a
+# short grace for requests in flight and other tabs), then only the new one works.
+_API_AUTH = Migration(
+    9,
+    "edge API keys (admin, till); tablet token rotation",
+    (
+        """CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,            -- key-<hex>, shown in lists and logs
+            key_sha256 TEXT NOT NULL UNIQUE,    -- sha256 hex of the token
+            role TEXT NOT NULL CHECK (role IN ('admin', 'till')),
+            label TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL,                    -- NULL: until revoked
+            revoked_at REAL,
+            last_used_at REAL
+        ) WITHOUT ROWID""",
+        "ALTER TABLE devices ADD COLUMN prev_token_hash TEXT",
+        "ALTER TABLE devices ADD COLUMN prev_valid_until REAL",
+        "ALTER TABLE devices ADD COLUMN rotated_at REAL",
+        "CREATE INDEX devices_prev_token ON devices(prev_token_hash)"
+        " WHERE prev_token_hash IS NOT NULL",
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS, _STYLES, _VISIT_RESUME,
-    _PAIRING_CODES,
+    _PAIRING_CODES, _API_AUTH,
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -3,7 +3,7 @@
 A pairing code is what a person sees and types (``K7QM-4XPD``), so it is short and made of
 characters nobody confuses when reading it off a screen or a chat message: no 0/O, 1/I/L.
 Eight of 31 characters are ~40 bits: far more than an attacker can try within a code's
-lifetime (minutes) at the edge's per-address attempt limit (``edge.ratelimit``), while the
+lifetime (minutes) at the edge's per-address attempt limit (``models.ratelimit``), while the
 credential the tablet keeps (the device token) stays 256 random bits and is never shown.
 """
 

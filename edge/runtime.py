@@ -23,6 +23,7 @@ from edge.model_state import startup_bundle_dir
 from edge.model_update import ModelLink, ModelUpdater
 from edge.mqtt import MqttBridge
 from edge.ranking import Ranker
+from edge.retention_sweep import RetentionMetrics, RetentionSweeper
 from edge.service import CheckinRefused, EdgeService
 from edge.settings import EdgeSettings
 from edge.store import EdgeStore
@@ -63,6 +64,7 @@ class EdgeRuntime:
     sync: SyncClient | None = None  # hub sync threads, when hub.hub_url is set
     visit_checkpoint: VisitCheckpoint | None = None  # open visits' state, for a restart
     wal: WalCheckpointer | None = None  # WAL checkpoints off the worker (edge.wal_checkpointer)
+    retention: RetentionSweeper | None = None  # forgets stale members/events (edge.retention)
 
     @classmethod
     def start(
@@ -170,6 +172,10 @@ class EdgeRuntime:
         runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now,
                       model_updater=updater, visit_checkpoint=checkpoint,
                       wal=WalCheckpointer(store).start())
+        if settings.retention.enabled:  # personal data only while it serves the store
+            runtime.retention = RetentionSweeper(
+                store, settings.retention, RetentionMetrics(metrics.registry), clock=clock
+            ).start()
         if settings.hub.enabled:  # offline-first: serving never waits for the hub
             runtime.sync = start_sync(runtime, load_public_keys(settings.tokens.public_keys_dir))
         return runtime
@@ -189,6 +195,8 @@ class EdgeRuntime:
                 logger.exception("last visit checkpoint failed")
         if self.bridge is not None:
             self.bridge.stop()
+        if self.retention is not None:
+            self.retention.stop()
         if self.wal is not None:
             self.wal.stop()
         self.store.close()

@@ -39,6 +39,7 @@ from edge.visit import (
 )
 from edge.write_behind import WriteBehind, visit_row
 from models.features import Context, CustomerHistory
+from models.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class EdgeService:
         # rows written after the cards went out (edge.write_behind); the dispatcher calls
         # ``flush`` when idle and acks QoS 1 events only after it
         self.deferred = WriteBehind(store)
+        # Check-ins per member (MQTT and HTTP): a leaked app key must not make a store rank
+        # one member in a loop; over the limit is a counted ``rate_limited`` dead letter.
+        self.subject_limiter = RateLimiter(settings.rate_limits.subject_checkins_per_min)
         # Set by the hub sync: queue a geofence approach for the hub (never blocks).
         self.announce: Callable[[str], None] | None = None
 
@@ -125,6 +129,10 @@ class EdgeService:
             # a token is only valid on its owner's topic (the broker ACL binds the topic)
             self.metrics.tokens_rejected.labels("subject_mismatch").inc()
             raise CheckinRefused("subject_mismatch")
+        if self.subject_limiter.take(claims.subject):  # one dict look-up (issue 6)
+            self.metrics.rate_limited.labels("subject_checkin").inc()
+            raise DeadLetter("checkin", "rate_limited", "member over its check-in limit",
+                             msg.event_id)
         changes = self._track(CheckinEvent(msg.event_id, claims.subject, now, claims.scopes))
         visit = self.tracker.get(claims.subject)
         # Recorded before the effects, with the visit it checked in to: a crash now costs

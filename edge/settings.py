@@ -68,8 +68,22 @@ class MqttSettings(_Section):
     session_expiry_s: int = Field(86_400, ge=0)
     queue_size: int = Field(10_000, ge=10, le=1_000_000)
     max_payload_bytes: int = Field(16_384, ge=256, le=1_048_576)
+    # The hardened store broker (deploy/mosquitto, edge.mqtt_tls): TLS verified against the
+    # store CA, and a password, best read from a file of its own (0640 root:storeside).
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(None, repr=False)
+    password_file: Path | None = None
+    tls_ca_file: Path | None = None  # set = TLS; the broker's name must be in its SANs
+    tls_cert_file: Path | None = None  # optional client certificate (the store broker
+    tls_key_file: Path | None = None  # does not ask for one)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("mqtt: set password or password_file, not both")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("mqtt: tls_cert_file and tls_key_file go together")
+        return self
 
 
 class TokenSettings(_Section):
@@ -154,6 +168,52 @@ class ModelUpdateSettings(_Section):
     keep_bundles: int = Field(3, ge=2, le=50)  # versions kept on disk (active, previous, …)
 
 
+class RetentionSettings(_Section):
+    """How long the edge keeps personal data (edge.retention; docs/privacy.md). A member not
+    seen for ``member_days`` is forgotten (the hub's visit relevance window is 90 days);
+    events older than ``event_days`` go once the hub acknowledged them (never an un-acked
+    outbox row). Deletes run in batches of ``batch_rows`` rows / ``batch_members`` members,
+    one short write transaction each."""
+
+    enabled: bool = True
+    member_days: float = Field(90.0, gt=0, le=3650)
+    event_days: float = Field(30.0, gt=0, le=3650)
+    sweep_interval_s: float = Field(3600.0, ge=1, le=7 * 86_400)
+    batch_rows: int = Field(500, ge=1, le=100_000)
+    batch_members: int = Field(50, ge=1, le=10_000)
+
+
+class AuthSettings(_Section):
+    """Who may call the edge API (issue 6; docs/operations.md, "API auth"). Admin and till
+    tokens: ``storeside-edge admin-token``; tablets: pairing codes.
+
+    ``open_on_loopback`` lets requests from the store device itself (127.0.0.1 / ::1, no
+    proxy headers) read ``/metrics``, ``/v1/status`` and the full ``/readyz`` and post
+    ``/v1/pos`` without a token: whoever runs a process there can read the SQLite file and
+    mint a token anyway. Turn it off when a reverse proxy on the same device forwards outside
+    traffic (the deploy example does, and gives the scraper a token).
+    """
+
+    open_on_loopback: bool = True
+    key_cache_s: float = Field(0.5, ge=0, le=1.0)  # a CLI revoke is seen within this
+    # After POST /v1/devices/rotate the tablet's previous token keeps working this long.
+    device_rotation_grace_s: float = Field(60.0, ge=0, le=3600)
+
+
+class RateLimitSettings(_Section):
+    """Per-caller limits (token buckets, models.ratelimit); over a limit: HTTP 429 with
+    Retry-After, or a ``rate_limited`` dead letter for MQTT, counted in
+    ``storeside_rate_limited_total{endpoint}``."""
+
+    checkin_per_min: float = Field(120.0, gt=0)  # HTTP check-ins per client address
+    checkin_burst: int = Field(30, ge=1)  # a queue at the kiosk
+    subject_checkins_per_min: float = Field(6.0, gt=0)  # per member, MQTT and HTTP alike
+    auth_failures_per_min: float = Field(30.0, gt=0)  # bad tokens per client address
+    # The store device's own processes (a local kiosk bridge, tests) are not limited by
+    # address; the per-member limit applies to everyone.
+    exempt_loopback: bool = True
+
+
 class EdgeSettings(LayeredSettings):
     """Everything one store's edge needs; see docs/operations.md for each key."""
 
@@ -175,6 +235,9 @@ class EdgeSettings(LayeredSettings):
     hub: HubLinkSettings = HubLinkSettings()
     models: ModelUpdateSettings = ModelUpdateSettings()
     tablet: TabletSettings = TabletSettings()
+    retention: RetentionSettings = RetentionSettings()
+    auth: AuthSettings = AuthSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     tick_interval_s: float = Field(1.0, gt=0, le=60)
     gil_switch_interval_s: float = Field(0.0005, gt=0, le=0.1)
 

@@ -25,20 +25,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import jwt
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
-from edge import api
+from edge import api, devices_api
+from edge.api_keys import ApiKeyRegistry
 from edge.devices import DeviceRegistry
 from edge.messages import ID_PATTERN, JWT_PATTERN, SCHEMA_VERSION
 from edge.qr import QrError, decode_qr, image_kind, load_frame
-from edge.ratelimit import RateLimiter
-from edge.tablet_auth import device_token, registry, require_device
+from edge.tablet_auth import device_token, registry
 from edge.tablet_pairing import PAGE_HEADERS, STATIC_DIR, pair_page
 from edge.tablet_pairing import router as pairing_router
+from models.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +55,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     devices = DeviceRegistry(settings.db_path, ttl_s=settings.tablet.device_cache_s,
                              clock=app.state.clock)
     app.state.devices = devices
+    keys = ApiKeyRegistry(settings.db_path, ttl_s=settings.auth.key_cache_s,
+                          clock=app.state.clock)
+    app.state.api_keys = keys
     app.state.pairing_limiter = RateLimiter(settings.tablet.pairing_attempts_per_min)
+    limits = settings.rate_limits
+    app.state.auth_failures = RateLimiter(limits.auth_failures_per_min)
+    app.state.limiters = {
+        endpoint: RateLimiter(limits.checkin_per_min, burst=limits.checkin_burst)
+        for endpoint in ("checkin", "checkin_qr")
+    }
     # One frame decoded at a time: two cores, and ranking must keep its share.
     app.state.qr_slot = asyncio.Semaphore(1)
     try:
         yield
     finally:
-        app.state.devices = None
+        app.state.devices = app.state.api_keys = None
         devices.close()
+        keys.close()
 
 
 router = APIRouter(lifespan=lifespan)
 router.include_router(pairing_router)  # /tablet/pair, /v1/devices/pair
+router.include_router(devices_api.router)  # /v1/devices…, /v1/pairing-codes (admin), rotate
 
 
 @router.get("/tablet", tags=["tablet"], response_model=None)
@@ -92,10 +104,11 @@ def tablet_asset(name: str) -> FileResponse:
     )
 
 
-@router.post("/v1/checkin/qr", tags=["events"], dependencies=[Depends(require_device)])
+@router.post("/v1/checkin/qr", tags=["events"])
 async def checkin_qr(request: Request) -> dict[str, Any]:
     """One camera frame (JPEG/PNG; raw body or multipart) with the app's check-in QR code.
-    Answers like ``POST /v1/checkin``."""
+    Answers like ``POST /v1/checkin``. Tablets only (``edge.access``), limited per address."""
+    api.limit_by_address(request, "checkin_qr")
     limits = request.app.state.settings.tablet
     frame = await _read_frame(request, limits.qr_max_bytes)
     async with request.app.state.qr_slot:

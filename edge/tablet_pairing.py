@@ -6,7 +6,7 @@
 cookie (browser: ``GET /tablet/pair``, also what the pairing page's form sends) or into the
 answer of ``POST /v1/devices/pair`` (scripts, kiosk apps): the token is never on a screen
 or in a link. Every attempt first takes a token from a per-address bucket
-(``edge.ratelimit``), so ~40-bit codes that live minutes cannot be guessed; outcomes are
+(``models.ratelimit``), so ~40-bit codes that live minutes cannot be guessed; outcomes are
 counted in ``storeside_pairing_attempts_total``.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from edge.devices import Device, PairingRefused
 from edge.tablet_auth import registry
@@ -97,7 +97,7 @@ def redeem(request: Request, code: str, label: str | None = None) -> tuple[Devic
     return device, token
 
 
-def set_device_cookie(request: Request, response: RedirectResponse, token: str) -> None:
+def set_device_cookie(request: Request, response: Response, token: str) -> None:
     settings = request.app.state.settings.tablet
     response.set_cookie(
         settings.cookie_name, token, max_age=settings.cookie_max_age_s, path="/",

@@ -1,7 +1,8 @@
-"""A token bucket per key (a client address), in memory. No I/O.
+"""A token bucket per key (a client address, a member, an API key), in memory. No I/O.
 
-Used where a guess is cheap to send but must stay rare: redeeming a tablet pairing code.
-A bucket holds ``burst`` attempts and refills at ``per_minute``; an attempt with no token
+Used where a guess or a request is cheap to send but must stay rare: redeeming a tablet
+pairing code, kiosk check-ins per address, check-ins per member, check-in tokens per member
+and per app key, bad bearer tokens per address (edge and hub share this one class). A bucket holds ``burst`` attempts and refills at ``per_minute``; an attempt with no token
 left is refused with the time until the next one (for ``Retry-After``). Memory is bounded:
 past ``max_keys`` addresses, buckets that have refilled completely (they hold no
 information) are dropped first, then the fullest: an address that spent its attempts keeps
@@ -59,6 +60,17 @@ class RateLimiter:
                 bucket.tokens -= 1.0
                 return 0.0
             return (1.0 - bucket.tokens) / self.rate_per_s
+
+    def wait(self, key: str) -> float:
+        """How long until ``key`` may spend an attempt (0.0: now), without spending one.
+        For limits counted on failures only: check first, ``take`` when an attempt failed."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return 0.0
+            level = self._level(bucket, now)
+        return 0.0 if level >= 1.0 else (1.0 - level) / self.rate_per_s
 
     def _make_room(self, now: float) -> None:
         if len(self._buckets) < self.max_keys:

@@ -23,7 +23,7 @@ from edge.devices import (
 )
 from edge.pairing_codes import ALPHABET, CODE_LENGTH, format_code, new_code, normalize_code
 from edge.qr_text import terminal_qr
-from edge.ratelimit import RateLimiter
+from models.ratelimit import RateLimiter
 
 T0 = 1_800_000_000.0
 
