@@ -22,6 +22,7 @@ from edge.metrics import EdgeMetrics
 from edge.model_state import startup_bundle_dir
 from edge.model_update import ModelLink, ModelUpdater
 from edge.mqtt import MqttBridge
+from edge.mqtt_tls import client_tls_context, mqtt_password
 from edge.ranking import Ranker
 from edge.retention_sweep import RetentionMetrics, RetentionSweeper
 from edge.service import CheckinRefused, EdgeService
@@ -111,7 +112,8 @@ class EdgeRuntime:
                 keepalive=settings.mqtt.keepalive_s,
                 session_expiry_s=settings.mqtt.session_expiry_s,
                 username=settings.mqtt.username,
-                password=settings.mqtt.password,
+                password=mqtt_password(settings.mqtt),
+                tls=client_tls_context(settings.mqtt),
                 max_payload_bytes=settings.mqtt.max_payload_bytes,
                 queue_size=settings.mqtt.queue_size,
                 status_fields=lambda: {"model_version": ranker.model_version},
