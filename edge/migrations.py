@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 
 # The runner is shared with the hub (models.sqlite_schema); re-exported for edge callers.
+from edge.retention import RETENTION_INDEXES
 from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "SchemaError", "current_version",
@@ -331,7 +332,7 @@ _API_AUTH = Migration(
 
 MIGRATIONS: tuple[Migration, ...] = (
     _CORE, _EVENTS, _DEVICES, _SYNC, _OFFER_TARGETS, _STYLES, _VISIT_RESUME,
-    _PAIRING_CODES, _API_AUTH,
+    _PAIRING_CODES, _API_AUTH, RETENTION_INDEXES,
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -21,8 +21,9 @@ file). Devices that must survive power loss pass ``synchronous="FULL"`` (an fsyn
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from edge.migrations import MIGRATIONS
@@ -51,14 +52,30 @@ from models.sqlite_db import SQLiteDB
 from models.transactions import Transaction
 
 __all__ = [
-    "Aggregates", "CapCounts", "CatalogItem", "EdgeReader", "EdgeStore", "Impression", "Offer",
-    "OutboxEvent", "Profile", "StoreClosedError", "StoreInputError", "VisitRecord",
+    "MEMBER_TABLES", "Aggregates", "CapCounts", "CatalogItem", "EdgeReader", "EdgeStore",
+    "Impression", "Offer", "OutboxEvent", "Profile", "StoreClosedError", "StoreInputError",
+    "VisitRecord", "delete_member_rows",
 ]
 
 logger = logging.getLogger(__name__)
 
-_ERASE_TABLES = ("profiles", "purchases", "aggregates", "impressions", "feedback", "visits",
-                 "outbox", "offer_subjects")
+# Every table whose ``subject`` rows are about one member: what an erasure deletes, and what
+# the retention sweep (edge.retention_sweep) deletes of a member not seen for a while. One
+# list for both, so a new member table cannot be erased but kept (or the reverse). The
+# outbox only on erasure: retention never drops an event the hub has not acknowledged.
+MEMBER_TABLES = ("profiles", "purchases", "aggregates", "impressions", "feedback", "visits",
+                 "offer_subjects")
+_ERASE_TABLES = (*MEMBER_TABLES, "outbox")
+
+
+def delete_member_rows(
+    conn: sqlite3.Connection, subjects: Sequence[str], tables: Sequence[str] = MEMBER_TABLES
+) -> dict[str, int]:
+    """Delete the rows of ``subjects`` from ``tables`` in the caller's write transaction;
+    returns the rows deleted per table (each table has a ``subject`` index)."""
+    params = [(s,) for s in subjects]
+    return {table: conn.executemany(f"DELETE FROM {table} WHERE subject = ?", params).rowcount
+            for table in tables}
 
 
 class StoreClosedError(RuntimeError):
@@ -191,10 +208,7 @@ class EdgeStore(SQLiteDB[EdgeReader], EventWrites, SyncWrites, VisitStateWrites)
         """
         require_text(subject, "bad_subject", "subject")
         with self._write() as conn:
-            removed = sum(
-                conn.execute(f"DELETE FROM {table} WHERE subject = ?", (subject,)).rowcount
-                for table in _ERASE_TABLES
-            )
+            removed = sum(delete_member_rows(conn, [subject], _ERASE_TABLES).values())
         self.checkpoint()
         logger.info("erased member %s (%d rows)", subject, removed)
 
