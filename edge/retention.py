@@ -129,12 +129,14 @@ def last_seen_sql(subjects_param: bool) -> str:
     """Latest sighting per subject (``SEEN``) with ``HAVING last < ?``; with
     ``subjects_param`` restricted to the JSON array given first (the in-transaction
     re-check of one batch), else over every subject (the planning read)."""
-    where = " AND subject IN (SELECT value FROM json_each(?))" if subjects_param else ""
+    head = "WITH batch(s) AS (SELECT value FROM json_each(?)) " if subjects_param else ""
+    where = " AND subject IN batch" if subjects_param else ""
     parts = " UNION ALL ".join(
         f"SELECT subject, {expr} AS t FROM {table} WHERE subject IS NOT NULL{where}"
         for table, expr in SEEN
     )
-    return f"SELECT subject, MAX(t) AS last FROM ({parts}) GROUP BY subject HAVING last < ?"
+    return (f"{head}SELECT subject, MAX(t) AS last FROM ({parts}) GROUP BY subject "
+            "HAVING last < ?")
 
 
 @dataclass

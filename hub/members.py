@@ -197,6 +197,10 @@ def announce(db: HubDB, store: str, subject: str, cfg: RelevanceSettings) -> str
             return "unknown_member"
         mark_presence(db, conn, {}, {(subject, store): db.clock()})
         refresh_relevance(db, conn, [subject], cfg, data_changed=False)
+        # An edge announces only a member it does not hold (never synced, or forgotten by
+        # its retention sweep while the hub still counts it relevant): its row is sent again.
+        conn.execute("UPDATE store_members SET seq = ? WHERE store = ? AND subject = ? "
+                     "AND op = 'upsert'", (db.next_seq(conn), store, subject))
     return "accepted"
 
 
