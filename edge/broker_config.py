@@ -21,18 +21,26 @@ import argparse
 import grp
 import os
 import re
+import secrets
 import shutil
+import ssl
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.broker import PrivateBroker
+from edge.mqtt_passwords import SERVICE_USERS, app_password, password_file
+from edge.store_certs import build_store_certs, write_store_certs
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 PLACEHOLDERS = ("@LISTEN@", "@CONF_DIR@", "@DATA_DIR@")
 _LISTEN = re.compile(r"^[0-9]{1,5}( [A-Za-z0-9.:_-]+)?$")
 _PATH = re.compile(r"^/[A-Za-z0-9/._+-]*$")
 
-__all__ = ["StoreBroker", "install_broker_files", "render_store_conf"]
+__all__ = [
+    "StoreBroker", "StoreBrokerEnv", "install_broker_files", "render_store_conf",
+    "store_broker_env",
+]
 
 
 def render_store_conf(template: str, *, listen: str, conf_dir: str, data_dir: str) -> str:
@@ -153,6 +161,48 @@ class StoreBroker(PrivateBroker):
             self.conf_dir, listen=f"{self.port} {self.host}", data_dir=self.data_dir,
             group=self._group,
         )
+
+
+@dataclass
+class StoreBrokerEnv:
+    """A StoreBroker and the credentials its password file was built from."""
+
+    broker: StoreBroker
+    secret: bytes
+    services: dict[str, str]  # service user -> password
+    subjects: list[str]
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.broker.ca_file)
+
+    def password(self, user: str) -> str:
+        return self.services.get(user) or app_password(self.secret, user)
+
+    def passwords(self) -> dict[str, str]:
+        return {user: self.password(user) for user in [*self.services, *self.subjects]}
+
+    def rewrite_passwd(self) -> None:
+        text, _ = password_file(self.secret, self.services, self.subjects)
+        self.broker.write_passwd(text)
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+def store_broker_env(subjects: list[str]) -> StoreBrokerEnv:
+    """A StoreBroker with test-time credentials (tests, scripts/acl_matrix): certificates
+    for 127.0.0.1, random service passwords, apps ``subjects`` with passwords derived from
+    a random secret. ``with env.broker`` starts it (and stops and removes it)."""
+    broker = StoreBroker()
+    certs = build_store_certs("s001", hostnames=["store-s001.local"], ips=["127.0.0.1"])
+    write_store_certs(certs, broker.conf_dir / "certs")
+    env = StoreBrokerEnv(
+        broker, secrets.token_bytes(32),
+        {user: secrets.token_urlsafe(24) for user in SERVICE_USERS}, subjects,
+    )
+    env.rewrite_passwd()
+    return env
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,10 +23,9 @@ from edge.acl_check import (
     probe_matrix,
     render_markdown,
 )
-from edge.broker_config import DEPLOY_DIR
+from edge.broker_config import DEPLOY_DIR, StoreBrokerEnv, store_broker_env
 from edge.store_certs import build_store_certs, write_store_certs
 from edge.topics import Topics
-from tests.broker_env import StoreBrokerEnv, store_broker_env
 
 TOPICS = Topics("acme", "s042")
 

@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 
 from edge.acl_check import AclClient
-from edge.broker_config import broker_group
+from edge.broker_config import StoreBrokerEnv, broker_group, store_broker_env
 from edge.devtools import EmbeddedEdge, wait_until
 from edge.mqtt_cli import main as mqtt_cli
 from edge.mqtt_passwords import app_password
 from edge.rules import RulesConfig
 from edge.settings import MqttSettings
-from tests.broker_env import StoreBrokerEnv, store_broker_env
 from tests.edge_env import EdgeEnv, make_env, new_id
 
 NO_QUIET_HOURS = RulesConfig(quiet_hours=(0, 0), app_offer_min_relevance=0.0)
