@@ -33,6 +33,7 @@ from edge.runtime import EdgeRuntime
 from edge.topics import Topics
 from hub.tokens import generate_signing_key, private_key_pem
 from tests.edge_env import EdgeEnv, make_env
+from tests.fuzz_live import FUZZ_LIMITS
 from tests.fuzz_payloads import CHANNELS, REPLAY, SUBJECTS, TOKEN_REFUSED, VALID, Case, Generator
 from tests.test_fuzz_messages import TALLY, fuzz
 
@@ -120,7 +121,8 @@ class Harness:
 
 @pytest.fixture()
 def harness(tmp_path: Path, tafeng_zip: Path) -> Iterator[Harness]:
-    env = make_env(tmp_path, tafeng_zip, broker_port=1, n_products=150, n_members=20)
+    env = make_env(tmp_path, tafeng_zip, broker_port=1, n_products=150, n_members=20,
+                   rate_limits=FUZZ_LIMITS)
     running = Harness(env)
     try:
         yield running
