@@ -43,6 +43,7 @@ from edge.model_state import (
 )
 from edge.ranking import Ranker
 from edge.settings import EdgeSettings
+from edge.store_key import StoreKeySource
 from edge.sync_http import HubLink, HubRefused, HubUnavailable
 from edge.sync_plan import Backoff
 from models.bundle import BundleError, load_bundle
@@ -66,7 +67,8 @@ class ModelLink(HubLink):
     """The model endpoints of the contract on the sync's hub link: same store key, same
     failure kinds (``HubUnavailable`` backs off, ``HubRefused`` is the hub saying no)."""
 
-    def __init__(self, hub_url: str, *, store: str, store_key: str, timeout_s: float) -> None:
+    def __init__(self, hub_url: str, *, store: str, store_key: str | StoreKeySource,
+                 timeout_s: float) -> None:
         super().__init__(hub_url, store=store, store_key=store_key, timeout_s=timeout_s)
         self._origin = urlsplit(hub_url)[:2]
 

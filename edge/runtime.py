@@ -27,6 +27,7 @@ from edge.ranking import Ranker
 from edge.retention_sweep import RetentionMetrics, RetentionSweeper
 from edge.service import CheckinRefused, EdgeService
 from edge.settings import EdgeSettings
+from edge.store_key import key_source
 from edge.store import EdgeStore
 from edge.sync import SyncClient
 from edge.sync_runtime import start_sync, sync_status
@@ -166,9 +167,11 @@ class EdgeRuntime:
             ranker.model_version or "none: store-popular lists",
         )
         updater = None
-        if settings.hub.enabled and settings.hub.hub_url and settings.hub.store_key:
+        if settings.hub.enabled and settings.hub.hub_url:
             api = ModelLink(settings.hub.hub_url, store=settings.store,
-                            store_key=settings.hub.store_key, timeout_s=settings.hub.timeout_s)
+                            store_key=key_source(settings.hub.store_key,
+                                                 settings.hub.store_key_file),
+                            timeout_s=settings.hub.timeout_s)
             updater = ModelUpdater(settings, ranker, api, model_keys)
             updater.start()
         runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now,

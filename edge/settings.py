@@ -111,6 +111,9 @@ class HubLinkSettings(_Section):
 
     hub_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     store_key: str | None = Field(None, repr=False, min_length=8)
+    # Or a file holding the key (0600), re-read when it changes: a rotated key
+    # (storeside-hub rotate-store-key) is picked up without a restart (edge.store_key).
+    store_key_file: Path | None = None
     poll_interval_s: float = Field(2.0, gt=0, le=3600)  # feeds, erasures, JWKS, heartbeat
     push_interval_s: float = Field(1.0, gt=0, le=3600)  # outbox → hub
     batch_size: int = Field(500, ge=1, le=1000)  # events per POST (the hub takes <= 1000)
@@ -124,8 +127,11 @@ class HubLinkSettings(_Section):
 
     @model_validator(mode="after")
     def _key_with_url(self) -> HubLinkSettings:
-        if self.hub_url is not None and not self.store_key:
-            raise ValueError("hub.store_key is required when hub.hub_url is set")
+        if self.hub_url is not None and not self.store_key and self.store_key_file is None:
+            raise ValueError("hub.store_key or hub.store_key_file is required when hub.hub_url "
+                             "is set")
+        if self.store_key and self.store_key_file is not None:
+            raise ValueError("hub: set store_key or store_key_file, not both")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("hub.backoff_max_s must be >= hub.backoff_initial_s")
         return self

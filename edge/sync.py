@@ -31,6 +31,7 @@ import httpx
 
 from edge.settings import HubLinkSettings
 from edge.store import EdgeStore
+from edge.store_key import key_source
 from edge.store_sync import SyncReader
 from edge.sync_announce import AnnounceQueue
 from edge.sync_apply import FeedApplier
@@ -81,8 +82,9 @@ class SyncClient:
         draw: Callable[[], float] = random.random,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if link.hub_url is None or link.store_key is None:
-            raise ValueError("SyncClient needs hub.hub_url and hub.store_key")
+        if link.hub_url is None:
+            raise ValueError("SyncClient needs hub.hub_url")
+        self._store_key = key_source(link.store_key, link.store_key_file)
         self.link = link
         self.store_id = store_id
         self.store = store
@@ -181,9 +183,9 @@ class SyncClient:
         """This thread's HTTP link and read connection (created on first use)."""
         io = getattr(self._local, "io", None)
         if io is None:
-            assert self.link.hub_url is not None and self.link.store_key is not None
+            assert self.link.hub_url is not None
             io = (
-                HubLink(self.link.hub_url, store=self.store_id, store_key=self.link.store_key,
+                HubLink(self.link.hub_url, store=self.store_id, store_key=self._store_key,
                         timeout_s=self.link.timeout_s, transport=self._transport),
                 SyncReader(self.store.path),
             )

@@ -5,7 +5,8 @@ error, timeout, 5xx, 429, an answer that is not JSON) means "the hub is not ther
 so the whole link backs off and the store keeps serving from its cache; ``HubRefused`` (any
 other 4xx) means the hub answered and said no, which only that job backs off from (a 404 of
 a feed the hub does not serve yet must not stop the outbox). The store key is sent in the
-``Authorization`` header only and never logged.
+``Authorization`` header only and never logged; it may change while the link is open
+(``edge.store_key``: a key file re-read after a rotation).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from edge.store_key import StoreKeyAuth, StoreKeySource
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 
@@ -40,7 +43,7 @@ class HubLink:
         hub_url: str,
         *,
         store: str,
-        store_key: str,
+        store_key: str | StoreKeySource,
         timeout_s: float,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -48,7 +51,9 @@ class HubLink:
         self._prefix = f"/v1/stores/{quote(store, safe='')}"
         self._client = httpx.Client(
             base_url=hub_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {store_key}", "User-Agent": "storeside-edge"},
+            headers={"User-Agent": "storeside-edge"},
+            auth=StoreKeyAuth(store_key if isinstance(store_key, StoreKeySource)
+                              else StoreKeySource(store_key)),
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
         )

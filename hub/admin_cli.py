@@ -1,4 +1,5 @@
-"""``storeside-hub init | add-store | rotate-keys | import-members | hash-token``.
+"""``storeside-hub init | add-store | rotate-store-key | rotate-keys | import-members |
+hash-token | api-key create|list|revoke``.
 
 Each command opens the hub's database the way the server does (``hub.app.open_context``), so
 it can run beside a serving hub (SQLite WAL, one short write transaction at a time).
@@ -10,13 +11,17 @@ import argparse
 import getpass
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hub.api_keys import create_api_key, list_api_keys, revoke_api_key
 from hub.members import import_members
 from hub.members_csv import parse_members_csv
+from hub.roles import ROLES
 from hub.serve import add_config_argument, settings_from
-from hub.stores import StoreExists, add_store, token_sha256
+from hub.stores import StoreExists, add_store, rotate_store_key, token_sha256
+from models.durations import parse_duration
 
 
 def _context(args: argparse.Namespace) -> Any:
@@ -51,6 +56,62 @@ def cmd_add_store(args: argparse.Namespace) -> int:
     # The only time the key exists in clear: the hub keeps its sha256.
     print(f"store={args.store}")
     print(f"store_key={key}")
+    return 0
+
+
+def cmd_rotate_store_key(args: argparse.Namespace) -> int:
+    context = _context(args)
+    try:
+        key, until = rotate_store_key(context.db, args.store, args.overlap)
+    except LookupError:
+        print(f"storeside-hub rotate-store-key: error: no store {args.store!r}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"storeside-hub rotate-store-key: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        context.db.close()
+    print(f"store={args.store}")
+    print(f"store_key={key}")
+    print(f"previous_keys_expire_at={_when(until)}")
+    return 0
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    context = _context(args)
+    try:
+        if args.action == "create":
+            try:
+                key, token = create_api_key(context.db, args.role, args.label,
+                                            expires_in_s=args.expires_in)
+            except ValueError as exc:
+                print(f"storeside-hub api-key: error: {exc}", file=sys.stderr)
+                return 2
+            until = f", expires {_when(key.expires_at)}" if key.expires_at else ""
+            print(f"{key.role} key {key.key_id} ({key.label}){until}; shown once:")
+            print(token)
+            return 0
+        if args.action == "list":
+            now = context.clock()
+            print(f"{'KEY':<12} {'ROLE':<8} {'STATE':<8} {'CREATED':<21} {'EXPIRES':<21} LABEL")
+            for k in list_api_keys(context.db):
+                print(f"{k.key_id:<12} {k.role:<8} {k.state(now):<8} {_when(k.created_at):<21}"
+                      f" {_when(k.expires_at):<21} {k.label}")
+            return 0
+        revoked = revoke_api_key(context.db, args.key)
+    finally:
+        context.db.close()
+    if not revoked:
+        print(f"storeside-hub api-key revoke: no active key {args.key!r}", file=sys.stderr)
+        return 1
+    for k in revoked:
+        print(f"revoked {k.role} key {k.key_id} ({k.label})")
     return 0
 
 
@@ -103,6 +164,31 @@ def register(sub: Any) -> None:
     store.add_argument("store", help="store id (^[a-z0-9][a-z0-9_-]{0,31}$)")
     store.add_argument("--name", help="display name")
     store.set_defaults(func=cmd_add_store)
+
+    store_key = sub.add_parser(
+        "rotate-store-key", help="new key for a store (printed ONCE); the old ones keep "
+        "working for --overlap, then stop")
+    add_config_argument(store_key)
+    store_key.add_argument("store")
+    store_key.add_argument("--overlap", type=parse_duration, default=86_400.0,
+                           metavar="DURATION", help="e.g. 24h (default), 0 for a leaked key")
+    store_key.set_defaults(func=cmd_rotate_store_key)
+
+    api_key = sub.add_parser("api-key", help="API keys with a role (admin, catalog, models, "
+                             "privacy, viewer, app)")
+    actions = api_key.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="prints the new key ONCE")
+    add_config_argument(create)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--label", required=True, help='e.g. "erp-sync" or "jane (privacy)"')
+    create.add_argument("--expires-in", type=parse_duration, metavar="DURATION",
+                        help="e.g. 90d (default: until revoked)")
+    listed = actions.add_parser("list", help="keys, revoked and expired ones too")
+    add_config_argument(listed)
+    revoke = actions.add_parser("revoke", help="revoke a key (at once)")
+    add_config_argument(revoke)
+    revoke.add_argument("key", help="key id (hk-…) or label")
+    api_key.set_defaults(func=cmd_api_key)
 
     rotate = sub.add_parser("rotate-keys", help="new active signing key; the old one retires "
                             "after tokens.rotation_overlap_s")

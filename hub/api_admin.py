@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
-from hub.auth import Admin
+from hub.auth import Allowed
 from hub.context import Ctx, bad_request
 from hub.overview import overview
 
@@ -56,7 +56,7 @@ def admin_asset(name: str) -> FileResponse:
 
 
 @router.get("/v1/admin/overview")
-async def admin_overview(context: Ctx, _: Admin, window_h: float = 24.0) -> dict[str, Any]:
+async def admin_overview(context: Ctx, _: Allowed, window_h: float = 24.0) -> dict[str, Any]:
     """Stores (last sync, lag, model, health, KPIs over ``window_h``), model rollout,
     erasure acknowledgements, catalog counts."""
     if not 0 < window_h <= MAX_WINDOW_H:

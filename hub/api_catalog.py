@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from hub.auth import Admin, StoreOrAdmin
+from hub.auth import Allowed
 from hub.catalog_rows import (
     InputError,
     parse_assortment,
@@ -70,7 +70,7 @@ def page_limit(limit: int) -> int:
 
 
 @router.put("/catalog/products")
-async def upsert_products(request: Request, context: Ctx, _: Admin) -> dict[str, Any]:
+async def upsert_products(request: Request, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Bulk upsert: JSON ``{"products": [{product_id, name, category?, price, brand?}]}``
     or a CSV body (``Content-Type: text/csv``, header row with those columns)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -94,14 +94,14 @@ async def upsert_products(request: Request, context: Ctx, _: Admin) -> dict[str,
 
 
 @router.get("/catalog/products")
-def list_products(context: Ctx, _: Admin, after: str = "", limit: int = 500) -> dict[str, Any]:
+def list_products(context: Ctx, _: Allowed, after: str = "", limit: int = 500) -> dict[str, Any]:
     """A page of the catalog by product id; pass the last id as ``after`` for the next."""
     rows = CatalogStore(context.db).products(after, page_limit(limit))
     return {"products": rows, "next_after": rows[-1]["product_id"] if rows else None}
 
 
 @router.get("/catalog/products/{product_id}")
-def get_product(product_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
+def get_product(product_id: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     rows = CatalogStore(context.db).products(product_id=product_id, limit=1)
     if not rows:
         raise bad_request(404, "unknown_product", product_id=product_id)
@@ -109,7 +109,7 @@ def get_product(product_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
 
 
 @router.delete("/catalog/products/{product_id}")
-def delete_product(product_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
+def delete_product(product_id: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Out of the catalog and out of every store (deletes in their catalog feeds)."""
     if not CatalogStore(context.db).delete_product(product_id):
         raise bad_request(404, "unknown_product", product_id=product_id)
@@ -120,7 +120,7 @@ def delete_product(product_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
 
 
 @router.put("/stores/{store}")
-async def put_store(store: str, request: Request, context: Ctx, _: Admin) -> dict[str, Any]:
+async def put_store(store: str, request: Request, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Store metadata ``{"name"?, "timezone", "zones"?}``; the store must be registered
     (``storeside-hub add-store`` creates it and its key)."""
     try:
@@ -134,7 +134,7 @@ async def put_store(store: str, request: Request, context: Ctx, _: Admin) -> dic
 
 
 @router.get("/stores/{store}")
-def get_store(store: str, context: Ctx, _: StoreOrAdmin) -> dict[str, Any]:
+def get_store(store: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     meta = CatalogStore(context.db).store_meta(store)
     if meta is None:
         raise unknown_store(store)
@@ -142,7 +142,7 @@ def get_store(store: str, context: Ctx, _: StoreOrAdmin) -> dict[str, Any]:
 
 
 @router.put("/stores/{store}/assortment")
-async def put_assortment(store: str, request: Request, context: Ctx, _: Admin,
+async def put_assortment(store: str, request: Request, context: Ctx, _: Allowed,
                          replace: bool = False) -> dict[str, Any]:
     """List products in the store: ``{"items": [{product_id, zone?, stock?}]}``. With
     ``?replace=true`` the list is the whole assortment (others are removed). Products must be
@@ -163,7 +163,7 @@ async def put_assortment(store: str, request: Request, context: Ctx, _: Admin,
 
 @router.post("/stores/{store}/assortment/remove")
 async def remove_assortment(store: str, request: Request, context: Ctx,
-                            _: Admin) -> dict[str, Any]:
+                            _: Allowed) -> dict[str, Any]:
     """``{"product_ids": [...]}`` leave the store (deletes in its catalog feed)."""
     try:
         ids = parse_product_ids(await json_body(request, context), "bad_assortment")
@@ -176,14 +176,14 @@ async def remove_assortment(store: str, request: Request, context: Ctx,
 
 
 @router.get("/stores/{store}/assortment")
-def get_assortment(store: str, context: Ctx, _: StoreOrAdmin, after: str = "",
+def get_assortment(store: str, context: Ctx, _: Allowed, after: str = "",
                    limit: int = 500) -> dict[str, Any]:
     rows = CatalogStore(context.db).assortment(store, after, page_limit(limit))
     return {"items": rows, "next_after": rows[-1]["product_id"] if rows else None}
 
 
 @router.put("/stores/{store}/stock")
-async def put_stock(store: str, request: Request, context: Ctx, _: Admin) -> dict[str, Any]:
+async def put_stock(store: str, request: Request, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Stock levels ``{"items": [{product_id, stock}]}`` (e.g. the ERP's export; resending
     unchanged levels is free). Products the store does not list come back in ``unknown``."""
     try:
@@ -196,7 +196,7 @@ async def put_stock(store: str, request: Request, context: Ctx, _: Admin) -> dic
 
 
 @router.get("/stores/{store}/feed/catalog", response_model=None)
-def catalog_feed(store: str, context: Ctx, _: StoreOrAdmin, cursor: str | None = None,
+def catalog_feed(store: str, context: Ctx, _: Allowed, cursor: str | None = None,
                  limit: int | None = None) -> Response:
     """The store's assortment with stock, price and zone after ``cursor`` (contract)."""
     page = CatalogStore(context.db).catalog_feed(

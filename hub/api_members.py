@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.auth import Admin, Caller
+from hub.auth import Allowed
 from hub.context import Ctx, bad_request
 from hub.dsr import erase_member, erasure_status, export_member
 from hub.members import consent_history, import_members, member_consent, set_consent
@@ -35,13 +35,8 @@ def _subject(subject: str) -> str:
     return subject
 
 
-def _app_or_admin(caller: Any) -> None:
-    if caller.role not in ("app", "admin"):
-        raise bad_request(403, "forbidden", role=caller.role, needs="app|admin")
-
-
 @router.post("/members/import")
-async def import_csv(request: Request, context: Ctx, _: Admin) -> dict[str, Any]:
+async def import_csv(request: Request, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Body: the CRM's CSV export (text/csv, UTF-8). Upserts; bad rows come back with their
     line numbers and reasons, the good ones are imported."""
     raw = await request.body()
@@ -60,8 +55,7 @@ async def import_csv(request: Request, context: Ctx, _: Admin) -> dict[str, Any]
 
 
 @router.get("/members/{subject}/consent")
-def get_consent(subject: str, context: Ctx, caller: Caller) -> dict[str, Any]:
-    _app_or_admin(caller)
+def get_consent(subject: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     consent = member_consent(context.db, _subject(subject))
     if consent is None:
         raise bad_request(404, "unknown_member")
@@ -72,11 +66,10 @@ def get_consent(subject: str, context: Ctx, caller: Caller) -> dict[str, Any]:
 
 @router.put("/members/{subject}/consent")
 def put_consent(subject: str, body: ConsentChange, context: Ctx,
-                caller: Caller) -> dict[str, Any]:
+                caller: Allowed) -> dict[str, Any]:
     """Grant / revoke purposes. Revoking ``personalize`` turns the member into a
     ``delete / consent_revoked`` item in every store feed that carried it."""
-    _app_or_admin(caller)
-    channel = "hub_admin" if caller.role == "admin" else body.channel
+    channel = body.channel if caller.role == "app" else "hub_admin"
     wanted = {str(purpose): granted for purpose, granted in body.consent.items()}
     consent = set_consent(context.db, _subject(subject), wanted, channel,
                           context.settings.relevance)
@@ -86,7 +79,7 @@ def put_consent(subject: str, body: ConsentChange, context: Ctx,
 
 
 @router.get("/members/{subject}/export")
-def export(subject: str, context: Ctx, _: Admin) -> dict[str, Any]:
+def export(subject: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Data subject access: everything the hub holds on the member, as JSON."""
     data = export_member(context.db, _subject(subject))
     if data is None:
@@ -95,14 +88,14 @@ def export(subject: str, context: Ctx, _: Admin) -> dict[str, Any]:
 
 
 @router.delete("/members/{subject}")
-def erase(subject: str, context: Ctx, _: Admin) -> dict[str, Any]:
+def erase(subject: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Erasure: personal data and events deleted here, an erasure item for every store."""
     record, created = erase_member(context.db, _subject(subject))
     return {**record, "created": created}
 
 
 @router.get("/erasures/{erasure_id}")
-def erasure(erasure_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
+def erasure(erasure_id: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Which stores acknowledged the erasure, and when; which are still pending."""
     status = erasure_status(context.db, erasure_id)
     if status is None:

@@ -11,7 +11,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub import model_registry as registry
-from hub.auth import Admin, Caller, StoreKey
+from hub.auth import Allowed
 from hub.context import Ctx, bad_request
 from hub.stores import STORE_ID
 
@@ -23,17 +23,15 @@ VERSION = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 @router.get("/stores/{store}/model", response_model=None)
-def store_model(store: str, context: Ctx, _: StoreKey) -> dict[str, Any] | Response:
+def store_model(store: str, context: Ctx, _: Allowed) -> dict[str, Any] | Response:
     """The version this store should run (signature included), or 204 when none is assigned."""
     assigned = registry.assignment(context.db, store)
     return assigned if assigned is not None else Response(status_code=204)
 
 
 @router.get("/models/{version}/bundle")
-def model_bundle(version: str, context: Ctx, principal: Caller) -> Response:
+def model_bundle(version: str, context: Ctx, _: Allowed) -> Response:
     """The signed archive (store key or admin). The edge checks sha256 and signature."""
-    if principal.role not in ("store", "admin"):
-        raise bad_request(403, "forbidden", role=principal.role, needs="store or admin")
     data = registry.archive(context.db, version)
     if data is None:
         raise bad_request(404, "unknown_version", version=version)
@@ -44,7 +42,7 @@ def model_bundle(version: str, context: Ctx, principal: Caller) -> Response:
 
 @router.post("/stores/{store}/model/report")
 async def model_report(store: str, request: Request, context: Ctx,
-                       _: StoreKey) -> dict[str, Any]:
+                       _: Allowed) -> dict[str, Any]:
     """The edge says what became of a version: active, rolled_back or refused (+ why)."""
     try:
         body = await request.json()
@@ -64,14 +62,14 @@ async def model_report(store: str, request: Request, context: Ctx,
 
 
 @router.get("/models")
-def models(context: Ctx, _: Admin) -> dict[str, Any]:
+def models(context: Ctx, _: Allowed) -> dict[str, Any]:
     """Published models, newest first, and the latest training runs (published or not)."""
     return {"models": registry.list_models(context.db),
             "trainings": registry.trainings(context.db)}
 
 
 @router.get("/models/rollout")
-def rollout_status(context: Ctx, _: Admin) -> dict[str, Any]:
+def rollout_status(context: Ctx, _: Allowed) -> dict[str, Any]:
     """Per store: assigned version, previous, stage, running version, last report."""
     return {"stores": registry.rollout_status(context.db)}
 
@@ -85,7 +83,7 @@ class RolloutRequest(BaseModel):
 
 @router.post("/models/{version}/rollout")
 def rollout(version: Annotated[str, PathParam(pattern=VERSION)], body: RolloutRequest,
-            context: Ctx, _: Admin) -> dict[str, Any]:
+            context: Ctx, _: Allowed) -> dict[str, Any]:
     """Canary (``stores``) or every store (``all``); exactly one of them."""
     if body.all == (body.stores is not None):
         raise bad_request(422, "stores_or_all", detail="give either stores or all=true")
@@ -104,7 +102,7 @@ class RollbackRequest(BaseModel):
 
 
 @router.post("/models/rollback")
-def rollback(body: RollbackRequest, context: Ctx, _: Admin) -> dict[str, Any]:
+def rollback(body: RollbackRequest, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Stores (default: all assigned) back to the version they ran before."""
     try:
         return registry.rollback(context.db, body.stores)

@@ -1,8 +1,9 @@
 """HTTP API for offers / campaigns and segments, and each store's offers feed.
 
-Admin role for everything but the feed (the store's own key). A segment-targeted offer is
-sent only to stores that hold at least one of the segment's members, with those subjects in
-the item (``subjects``); see docs/hub.md "Offers and segments" for why.
+Catalog role (or admin) for everything but the feed (the store's own key; hub.roles).
+A segment-targeted offer is sent only to stores that hold at least one of the segment's
+members, with those subjects in the item (``subjects``); see docs/hub.md "Offers and
+segments" for why.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from hub.api_catalog import json_body, refused
-from hub.auth import Admin, StoreOrAdmin
+from hub.auth import Allowed
 from hub.catalog_rows import InputError, optional_text
 from hub.context import Ctx, HubContext, bad_request
 from hub.feeds import feed_limit, parse_cursor
@@ -36,7 +37,7 @@ def offer_store(context: HubContext) -> OfferStore:
 
 
 @router.put("/offers/{offer_id}")
-async def put_offer(offer_id: str, request: Request, context: Ctx, _: Admin) -> dict[str, Any]:
+async def put_offer(offer_id: str, request: Request, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Create or replace an offer: ``{product_id?, category?, discount_pct, valid_from,
     valid_to, segment?, stores?, title?}`` (times in UNIX seconds; ``stores`` null = every
     store). Stores see it at their next offers-feed poll."""
@@ -48,14 +49,14 @@ async def put_offer(offer_id: str, request: Request, context: Ctx, _: Admin) -> 
 
 
 @router.get("/offers")
-def list_offers(context: Ctx, _: Admin) -> dict[str, Any]:
+def list_offers(context: Ctx, _: Allowed) -> dict[str, Any]:
     """Every offer with its status (scheduled / active / expired / withdrawn) and the stores
     it is currently sent to."""
     return {"offers": offer_store(context).list()}
 
 
 @router.get("/offers/{offer_id}")
-def get_offer(offer_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
+def get_offer(offer_id: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     rows = offer_store(context).list(offer_id)
     if not rows:
         raise bad_request(404, "unknown_offer", offer_id=offer_id)
@@ -63,7 +64,7 @@ def get_offer(offer_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
 
 
 @router.delete("/offers/{offer_id}")
-async def withdraw_offer(offer_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
+async def withdraw_offer(offer_id: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Withdraw: every store that holds it gets a delete item (the record is kept)."""
     result = await asyncio.to_thread(offer_store(context).withdraw, offer_id)
     if result is None:
@@ -72,7 +73,7 @@ async def withdraw_offer(offer_id: str, context: Ctx, _: Admin) -> dict[str, Any
 
 
 @router.get("/stores/{store}/feed/offers", response_model=None)
-def offers_feed(store: str, context: Ctx, _: StoreOrAdmin, cursor: str | None = None,
+def offers_feed(store: str, context: Ctx, _: Allowed, cursor: str | None = None,
                 limit: int | None = None) -> Response:
     """Offers for this store after ``cursor`` (contract): upserts while an offer is live and
     targets the store, a delete once it is withdrawn, expired or no longer targets it."""
@@ -106,7 +107,7 @@ def _segment_body(doc: object) -> tuple[str | None, Segment]:
 
 @router.put("/segments/{segment_id}")
 async def put_segment(segment_id: str, request: Request, context: Ctx,
-                      _: Admin) -> dict[str, Any]:
+                      _: Allowed) -> dict[str, Any]:
     """Create or replace ``{"name"?, "rule"}`` (rule language: docs/hub.md). Offers that
     target the segment are re-targeted in every store right away."""
     try:
@@ -122,12 +123,12 @@ async def put_segment(segment_id: str, request: Request, context: Ctx,
 
 
 @router.get("/segments")
-def list_segments(context: Ctx, _: Admin) -> dict[str, Any]:
+def list_segments(context: Ctx, _: Allowed) -> dict[str, Any]:
     return {"segments": SegmentStore(context.db).get()}
 
 
 @router.post("/segments/preview")
-async def preview_segment(request: Request, context: Ctx, _: Admin,
+async def preview_segment(request: Request, context: Ctx, _: Allowed,
                           limit: int = 20) -> dict[str, Any]:
     """Count (and a few subjects) of an unsaved rule ``{"rule": ...}``: try before saving."""
     doc = await json_body(request, context)
@@ -139,7 +140,7 @@ async def preview_segment(request: Request, context: Ctx, _: Admin,
 
 
 @router.get("/segments/{segment_id}")
-def get_segment(segment_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
+def get_segment(segment_id: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     rows = SegmentStore(context.db).get(segment_id)
     if not rows:
         raise bad_request(404, "unknown_segment", segment_id=segment_id)
@@ -147,7 +148,7 @@ def get_segment(segment_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
 
 
 @router.delete("/segments/{segment_id}")
-def delete_segment(segment_id: str, context: Ctx, _: Admin) -> dict[str, Any]:
+def delete_segment(segment_id: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     """Refused (409) while a live offer targets it: withdraw the offers first."""
     try:
         deleted = SegmentStore(context.db).delete(segment_id)
@@ -165,7 +166,7 @@ def _members_limit(limit: int) -> int:
 
 
 @router.get("/segments/{segment_id}/members")
-async def segment_members(segment_id: str, context: Ctx, _: Admin, store: str | None = None,
+async def segment_members(segment_id: str, context: Ctx, _: Allowed, store: str | None = None,
                           limit: int = 1000) -> dict[str, Any]:
     """``{"count", "subjects", "truncated", "evaluated_at"}`` evaluated now over the members'
     aggregates; ``?store=`` restricts to the members that store holds (what an offer for

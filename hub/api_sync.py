@@ -1,6 +1,6 @@
 """The store side of the sync contract: events in, feeds out, erasure acks, heartbeats.
 
-Every path is ``/v1/stores/{store}/...`` and needs that store's key (``StoreKey``). Handlers
+Every path is ``/v1/stores/{store}/...`` and needs that store's key (``hub.roles``). Handlers
 are plain ``def``: FastAPI runs them in its thread pool, where the SQLite calls belong.
 """
 
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api_catalog import json_body
-from hub.auth import StoreKey
+from hub.auth import Allowed
 from hub.context import Ctx, bad_request
 from hub.dsr import ack_erasure
 from hub.feeds import feed_limit, parse_cursor
@@ -50,7 +50,7 @@ class Heartbeat(BaseModel):
 
 @router.post("/events")
 async def push_events(store: str, request: Request, context: Ctx,
-                      _: StoreKey) -> dict[str, Any]:
+                      _: Allowed) -> dict[str, Any]:
     """A batch of outbox events (≤ sync.max_events_per_batch), idempotent by event_id.
     Body checked by hand (size first, then shape): each event is validated on its own so
     one bad event is refused alone instead of failing the batch."""
@@ -68,7 +68,7 @@ async def push_events(store: str, request: Request, context: Ctx,
 
 
 @router.get("/feed/profiles")
-def profile_feed(store: str, context: Ctx, _: StoreKey, cursor: Cursor = None,
+def profile_feed(store: str, context: Ctx, _: Allowed, cursor: Cursor = None,
                  limit: Limit = None) -> Response:
     """Profiles relevant to this store (upserts) and the deletes it must apply."""
     page = profiles_page(context.db, store, parse_cursor(cursor),
@@ -77,7 +77,7 @@ def profile_feed(store: str, context: Ctx, _: StoreKey, cursor: Cursor = None,
 
 
 @router.get("/erasures")
-def erasure_feed(store: str, context: Ctx, _: StoreKey, cursor: Cursor = None,
+def erasure_feed(store: str, context: Ctx, _: Allowed, cursor: Cursor = None,
                  limit: Limit = None) -> Response:
     """Every erasure (a member may have been anywhere); ack each one when applied."""
     page = erasures_page(context.db, parse_cursor(cursor), feed_limit(limit, context.settings.sync))
@@ -85,7 +85,7 @@ def erasure_feed(store: str, context: Ctx, _: StoreKey, cursor: Cursor = None,
 
 
 @router.post("/erasures/{erasure_id}/ack")
-def erasure_ack(store: str, erasure_id: str, context: Ctx, _: StoreKey) -> dict[str, Any]:
+def erasure_ack(store: str, erasure_id: str, context: Ctx, _: Allowed) -> dict[str, Any]:
     acked_at = ack_erasure(context.db, store, erasure_id)
     if acked_at is None:
         raise bad_request(404, "unknown_erasure")
@@ -93,11 +93,11 @@ def erasure_ack(store: str, erasure_id: str, context: Ctx, _: StoreKey) -> dict[
 
 
 @router.post("/announce", status_code=202)
-def announce_approach(store: str, body: Announce, context: Ctx, _: StoreKey) -> dict[str, str]:
+def announce_approach(store: str, body: Announce, context: Ctx, _: Allowed) -> dict[str, str]:
     """Geofence approach: the member's profile enters this store's feed (next poll)."""
     return {"status": announce(context.db, store, body.subject, context.settings.relevance)}
 
 
 @router.post("/heartbeat")
-def heartbeat(store: str, body: Heartbeat, context: Ctx, _: StoreKey) -> dict[str, Any]:
+def heartbeat(store: str, body: Heartbeat, context: Ctx, _: Allowed) -> dict[str, Any]:
     return record_heartbeat(context.db, store, body.model_dump())

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.auth import App
+from hub.auth import Allowed, limiter, too_many
 from hub.context import Ctx, bad_request
 from hub.keys import SigningKeyMissing
 from hub.members import member_consent
@@ -37,10 +37,20 @@ def jwks(context: Ctx) -> dict[str, object]:
 
 
 @router.post("/tokens/checkin")
-def issue_checkin_token(body: CheckinTokenRequest, context: Ctx, _: App) -> dict[str, object]:
+def issue_checkin_token(body: CheckinTokenRequest, context: Ctx,
+                        caller: Allowed) -> dict[str, object]:
     """A short-lived token for one member at one store. Its scopes are the member's current
     consents, or the requested subset of them: a token never carries a purpose the member
-    has not granted (asking for more is a 403, not a silent downgrade)."""
+    has not granted (asking for more is a 403, not a silent downgrade). Limited per app key
+    and per member (``rate_limits``): 429 with Retry-After."""
+    limits = context.settings.rate_limits
+    per_key = limiter(context, "checkin_tokens_app_key", limits.checkin_tokens_per_app_key_per_min,
+                      limits.checkin_tokens_app_key_burst)
+    per_subject = limiter(context, "checkin_tokens_subject",
+                          limits.checkin_tokens_per_subject_per_min)
+    wait = per_key.take(caller.key or "?") or per_subject.take(body.subject)
+    if wait:
+        raise too_many(wait)
     unknown = sorted(set(body.scopes or ()) - set(SCOPES))
     if unknown:
         raise bad_request(422, "unknown_scope", scopes=unknown)

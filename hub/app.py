@@ -13,8 +13,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 
+from hub.auth import authorize
 from hub.context import HubContext, get_context
 from hub.keys import KeyRing
 from hub.settings import HubSettings
@@ -30,6 +31,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "hub.api_offers",
     "hub.api_admin",
     "hub.api_models",
+    "hub.api_store_keys",
 )
 
 _ops = APIRouter(tags=["ops"])
@@ -73,6 +75,8 @@ def create_app(settings: HubSettings, *, clock: Callable[[], float] = time.time)
         version=VERSION,
         description="Central hub: members, consent, check-in tokens, store sync feeds.",
         lifespan=lifespan,
+        # Every route is checked against hub.roles.ROUTES (issue 6): one table, fail closed.
+        dependencies=[Depends(authorize)],
     )
     app.state.settings = settings
     app.state.hub = None

@@ -1,34 +1,53 @@
-"""Who is calling: bearer tokens → a role (admin, app backend, or one store).
+"""Who is calling and may they: bearer tokens → a principal, checked against ``hub.roles``.
 
-- admin and app tokens come from the settings as sha256 digests;
-- a store key is looked up by its sha256 in the ``stores`` table and may only touch
-  ``/v1/stores/<its own store>/...``.
+- bootstrap keys from the settings (``admin_tokens`` → admin, ``app_tokens`` → app), as
+  sha256 digests;
+- API keys with a role (``hub.api_keys``, ``storeside-hub api-key create``);
+- store keys (``hub.stores``, several valid during a rotation), which may only touch
+  ``/v1/stores/<their own store>/...`` (and model bundles).
 
-No or unknown token → 401 (with ``WWW-Authenticate: Bearer``); a known token of the wrong
-role or for another store → 403. Comparing digests in sets is safe against timing attacks:
-the attacker does not control the digest's prefix.
+``authorize`` is a dependency of the whole app (``hub.app``): it finds the matched route in
+``hub.roles.ROUTES`` (not there: 403, fail closed) and admits only the roles it names. No or
+unknown token → 401 (with ``WWW-Authenticate: Bearer``); a known token of the wrong role or
+for another store → 403. Bad tokens are counted per client address: past
+``rate_limits.auth_failures_per_min`` the address gets 429 for every token, valid or not,
+until its bucket refills, so guessing cannot go on and cannot be confirmed. Comparing
+digests in sets is safe against timing attacks: the attacker does not control the digest.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from hub.context import Ctx
-from hub.stores import store_for_key, token_sha256
+from hub.api_keys import key_for_digest
+from hub.context import HubContext, get_context
+from hub.roles import roles_for
+from hub.stores import store_for_digest, token_sha256
+from models.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
-Role = Literal["admin", "app", "store"]
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="A hub API key (storeside-hub api-key create --role R), a bootstrap admin / "
+                "app token from the settings, or a store key (add-store, rotate-store-key).",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    role: Role
+    role: str  # admin, catalog, models, privacy, viewer, app, store; anonymous (public)
     store: str | None = None
+    key: str | None = None  # which key: API key id, or a digest prefix (rate limits, logs)
+
+
+ANONYMOUS = Principal("anonymous")
 
 
 def _unauthorized(reason: str) -> HTTPException:
@@ -39,55 +58,77 @@ def _forbidden(principal: Principal, needed: str) -> HTTPException:
     return HTTPException(403, {"reason": "forbidden", "role": principal.role, "needs": needed})
 
 
-def identify(request: Request, context: Ctx) -> Principal:
-    """The caller's principal, or 401."""
+def too_many(wait_s: float, reason: str = "rate_limited") -> HTTPException:
+    retry = max(1, math.ceil(wait_s))
+    return HTTPException(429, {"reason": reason, "retry_after_s": retry},
+                         headers={"Retry-After": str(retry)})
+
+
+def limiter(context: HubContext, name: str, per_min: float, burst: int | None = None
+            ) -> RateLimiter:
+    """The process's limiter ``name`` (made on first use; kept in ``context.extras``)."""
+    existing = context.extras.get(f"ratelimit:{name}")
+    if existing is None:
+        existing = context.extras.setdefault(f"ratelimit:{name}",
+                                              RateLimiter(per_min, burst=burst))
+    return existing  # type: ignore[no-any-return]
+
+
+def identify(request: Request, context: HubContext) -> Principal:
+    """The caller's principal, or 401 (429 for an address that guessed too often)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("missing_token")
+    address = request.client.host if request.client else "unknown"
+    failures = limiter(context, "auth_failures", context.settings.rate_limits.auth_failures_per_min)
+    wait = failures.wait(address)
+    if wait:
+        raise too_many(wait, "too_many_bad_tokens")
     digest = token_sha256(token)
     settings = context.settings
     if digest in settings.admin_tokens:
-        return Principal("admin")
+        return Principal("admin", key=f"boot-{digest[:8]}")
     if digest in settings.app_tokens:
-        return Principal("app")
-    store = store_for_key(context.db, token)
-    if store is not None:
-        return Principal("store", store)
+        return Principal("app", key=f"boot-{digest[:8]}")
+    if len(token) <= 256:
+        key = key_for_digest(context.db, digest)
+        if key is not None:
+            return Principal(key.role, key=key.key_id)
+        store = store_for_digest(context.db, digest)
+        if store is not None:
+            return Principal("store", store, key=digest[:12])
+    failures.take(address)
+    logger.info("bad bearer token on %s %s", request.method, request.url.path)
     raise _unauthorized("bad_token")
 
 
-Caller = Annotated[Principal, Depends(identify)]
-
-
-def require_admin(principal: Caller) -> Principal:
-    if principal.role != "admin":
-        raise _forbidden(principal, "admin")
+def authorize(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The caller, if the matched route's roles (``hub.roles``) admit it; else 401/403/429."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    roles = roles_for(request.method, path)
+    if roles is None:  # fail closed: a route nobody put in hub.roles.ROUTES
+        logger.error("route %s %s is not in the role table; refused", request.method, path)
+        raise HTTPException(403, {"reason": "unmapped_route"})
+    if not roles:
+        return ANONYMOUS
+    principal = identify(request, get_context(request))
+    if principal.role == "store":
+        own = request.path_params.get("store")
+        if "store" not in roles or (own is not None and own != principal.store):
+            needed = f"store:{own}" if own is not None else "|".join(sorted(roles))
+            raise _forbidden(principal, needed)
+    elif principal.role not in roles:
+        raise _forbidden(principal, "|".join(sorted(roles)))
+    request.state.principal = principal
     return principal
 
 
-def require_app(principal: Caller) -> Principal:
-    if principal.role != "app":
-        raise _forbidden(principal, "app")
-    return principal
-
-
-def require_store(store: str, principal: Caller) -> Principal:
-    """The key of exactly the store in the path (``{store}``)."""
-    if principal.role != "store" or principal.store != store:
-        raise _forbidden(principal, f"store:{store}")
-    return principal
-
-
-def require_store_or_admin(store: str, principal: Caller) -> Principal:
-    """That store's key, or the central team (e.g. model bundles, diagnostics)."""
-    if principal.role == "admin":
-        return principal
-    return require_store(store, principal)
-
-
-Admin = Annotated[Principal, Depends(require_admin)]
-App = Annotated[Principal, Depends(require_app)]
-StoreKey = Annotated[Principal, Depends(require_store)]
-StoreOrAdmin = Annotated[Principal, Depends(require_store_or_admin)]
+# Handlers that need the caller (its role, its key) take ``Allowed``: the same dependency
+# as the app-wide one, so FastAPI runs it once per request.
+Allowed = Annotated[Principal, Depends(authorize)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from hub.auth_schema import AUTH
 from hub.catalog_schema import CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ, PRODUCT_STYLES
 from hub.model_schema import MODELS
 from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
@@ -167,7 +168,7 @@ _EVENTS = Migration(
 
 MIGRATIONS: tuple[Migration, ...] = (
     _CORE, _MEMBERS, _EVENTS, CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ, PRODUCT_STYLES,
-    MODELS,
+    MODELS, AUTH,
 )
 
 

@@ -93,6 +93,17 @@ class HubModelSettings(Section):
     seed: int = 7
 
 
+class HubRateLimitSettings(Section):
+    """Per-caller limits (token buckets, models.ratelimit; over a limit: 429 + Retry-After).
+    An app backend mints a token per check-in of any member, so its key's limit is the
+    chain's peak check-in rate with room; a member needs a few tokens a minute at most."""
+
+    checkin_tokens_per_subject_per_min: float = Field(6.0, gt=0)
+    checkin_tokens_per_app_key_per_min: float = Field(6000.0, gt=0)
+    checkin_tokens_app_key_burst: int = Field(1000, ge=1)
+    auth_failures_per_min: float = Field(20.0, gt=0)  # bad bearer tokens per client address
+
+
 class HubSettings(LayeredSettings):
     """Everything the central hub needs; see docs/hub.md for each key."""
 
@@ -114,6 +125,7 @@ class HubSettings(LayeredSettings):
     sync: SyncSettings = SyncSettings()
     models: HubModelSettings = HubModelSettings()
     catalog: CatalogSettings = CatalogSettings()
+    rate_limits: HubRateLimitSettings = HubRateLimitSettings()
 
     @property
     def salt(self) -> str:

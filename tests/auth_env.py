@@ -49,7 +49,6 @@ def hub_token(settings: Any, role: str = "admin", label: str | None = None,
               **kwargs: Any) -> str:
     """A new hub API key of ``role`` in the database of ``settings`` (a HubSettings)."""
     from hub.api_keys import create_api_key as create_hub_key
-
     from hub.app import open_context
 
     context = open_context(settings)
