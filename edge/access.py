@@ -43,7 +43,8 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): _rule("admin", loopback=True),
-    ("GET", "/v1/status"): _rule("admin", loopback=True),
+    # operational status, no member data: the tablet page shows the store and degradation
+    ("GET", "/v1/status"): _rule("admin", "device", loopback=True),
     # the kiosk: the signed check-in token is the credential (rate-limited per address)
     ("POST", "/v1/checkin"): PUBLIC,
     ("POST", "/v1/pos"): _rule("till", "admin", loopback=True),

@@ -128,8 +128,8 @@ class HubLinkSettings(_Section):
     @model_validator(mode="after")
     def _key_with_url(self) -> HubLinkSettings:
         if self.hub_url is not None and not self.store_key and self.store_key_file is None:
-            raise ValueError("hub.store_key or hub.store_key_file is required when hub.hub_url "
-                             "is set")
+            raise ValueError("hub.store_key is required when hub.hub_url is set (or "
+                             "hub.store_key_file)")
         if self.store_key and self.store_key_file is not None:
             raise ValueError("hub: set store_key or store_key_file, not both")
         if self.backoff_max_s < self.backoff_initial_s:

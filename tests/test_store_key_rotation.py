@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import httpx
+import pytest
 
 from edge.broker import PrivateBroker
 from edge.devtools import EmbeddedEdge, wait_until
@@ -82,3 +83,24 @@ def test_the_edge_follows_a_rotated_store_key_without_a_restart(tmp_path: Path,
             pushed(edge, hub)
             assert auth_errors(edge) == 0
             assert edge.runtime.sync.running
+
+
+def test_a_key_file_must_hold_a_key_and_a_bad_rewrite_keeps_the_last_one(tmp_path: Path) -> None:
+    from edge.settings import SettingsError, load_settings
+    from edge.store_key import StoreKeySource
+
+    path = tmp_path / "store.key"
+    with pytest.raises(ValueError, match="no store key"):
+        StoreKeySource(path=path)
+    write_atomically(path, "sk-s001-first")
+    source = StoreKeySource(path=path)
+    assert source.current() == "sk-s001-first"
+    write_atomically(path, "")  # a half-done copy: keep what works
+    assert source.current() == "sk-s001-first"
+    write_atomically(path, "sk-s001-second")
+    assert source.current() == "sk-s001-second"
+    with pytest.raises(SettingsError, match="not both"):
+        load_settings(environ={}, hub={"hub_url": "http://127.0.0.1:8090",
+                                       "store_key": "sk-s001-first", "store_key_file": path})
+    assert load_settings(environ={}, hub={"hub_url": "http://127.0.0.1:8090",
+                                          "store_key_file": path}).hub.store_key_file == path

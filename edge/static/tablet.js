@@ -440,6 +440,10 @@
 
   // Dwell and "x min ago" move on without new events.
   setInterval(() => { if (cards.size) render(); }, 30000);
+  // A fresh device token twice a day (the edge sets it in the HttpOnly cookie; the old one
+  // works for another minute): a copied token ages out without re-pairing the tablet.
+  setInterval(() => { fetch("/v1/devices/rotate", { method: "POST" }).catch(() => {}); },
+    12 * 3600 * 1000);
   setOnline(false);
   $("conn").dataset.state = "connecting";
   $("conn").textContent = "Connecting…";
