@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from hub.auth import authorize
 from hub.context import HubContext, get_context
 from hub.keys import KeyRing
+from hub.openapi_refusals import declare_refusals
 from hub.settings import HubSettings
 from hub.storage import HubDB
 
@@ -83,4 +84,5 @@ def create_app(settings: HubSettings, *, clock: Callable[[], float] = time.time)
     app.include_router(_ops)
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(name).router)
+    declare_refusals(app)  # the spec declares the 422 reason bodies the handlers send
     return app
