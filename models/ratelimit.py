@@ -2,11 +2,13 @@
 
 Used where a guess or a request is cheap to send but must stay rare: redeeming a tablet
 pairing code, kiosk check-ins per address, check-ins per member, check-in tokens per member
-and per app key, bad bearer tokens per address (edge and hub share this one class). A bucket holds ``burst`` attempts and refills at ``per_minute``; an attempt with no token
+and per app key, bad bearer tokens per address (edge and hub share this one class).
+
+A bucket holds ``burst`` attempts and refills at ``per_minute``; an attempt with no token
 left is refused with the time until the next one (for ``Retry-After``). Memory is bounded:
-past ``max_keys`` addresses, buckets that have refilled completely (they hold no
-information) are dropped first, then the fullest: an address that spent its attempts keeps
-its bucket however many other addresses show up.
+past ``max_keys`` keys, buckets that have refilled completely (they hold no information)
+are dropped first, then the fullest: a key that spent its attempts keeps its bucket however
+many other keys show up.
 """
 
 from __future__ import annotations
