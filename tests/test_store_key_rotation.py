@@ -3,6 +3,7 @@ no restart, no failed push, also after the old key expired (real hub, edge, Mosq
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def heartbeat(hub: EmbeddedHub, key: str) -> int:
     return hub.client(key).post(f"/v1/stores/{STORE}/heartbeat", json={}).status_code
 
 
-def test_the_edge_follows_a_rotated_store_key_without_a_restart(tmp_path: Path,
-                                                                 broker: PrivateBroker) -> None:
+def test_the_edge_follows_a_rotated_store_key_without_a_restart(
+        tmp_path: Path, broker: PrivateBroker, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edge.store_key")
     hub_dir = tmp_path / "hub"
     hub_dir.mkdir()
     with EmbeddedHub(hub_dir, stores=(STORE,), settings=hub_settings(hub_dir, chain=CHAIN)) as hub:
@@ -68,11 +70,11 @@ def test_the_edge_follows_a_rotated_store_key_without_a_restart(tmp_path: Path,
             for _ in range(3):
                 pushed(edge, hub)
             assert auth_errors(edge) == 0
-            # a copy that keeps mtime, size and inode: the hub's 401 makes the edge re-read
-            # the file and retry within the same call
+            # a copy that keeps mtime, size and inode: the edge cannot see the change, so the
+            # hub's first 401 after the overlap makes it re-read the file and retry the call
             newest = hub.admin().post(f"/v1/stores/{STORE}/keys/rotate",
-                                      json={"overlap_s": 0}).json()["store_key"]
-            assert len(newest) == len(new) and heartbeat(hub, new) == 401
+                                      json={"overlap_s": 1.5}).json()["store_key"]
+            assert len(newest) == len(new)
             before = key_file.stat()
             with key_file.open("r+") as f:
                 f.write(newest + "\n")
@@ -80,9 +82,13 @@ def test_the_edge_follows_a_rotated_store_key_without_a_restart(tmp_path: Path,
             after = key_file.stat()
             assert (after.st_mtime_ns, after.st_size, after.st_ino) == (
                 before.st_mtime_ns, before.st_size, before.st_ino)
+            wait_until(lambda: heartbeat(hub, new) == 401, 10)
             pushed(edge, hub)
             assert auth_errors(edge) == 0
             assert edge.runtime.sync.running
+    # each of the two switches was seen (once per link: sync and model updates keep their own)
+    changes = [r for r in caplog.records if "store key changed" in r.getMessage()]
+    assert len(changes) >= 2 and newest not in caplog.text and new not in caplog.text
 
 
 def test_a_key_file_must_hold_a_key_and_a_bad_rewrite_keeps_the_last_one(tmp_path: Path) -> None:
