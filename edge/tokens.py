@@ -33,6 +33,8 @@ REJECT_REASONS = (
     # Added beyond the issue's list: a lifetime longer than the verifier allows (it would pin
     # replay-guard memory), and a replay guard full of live ids (we fail closed, see below).
     "too_long_lived", "replay_cache_full",
+    # A token presented on another subject's topic (checked before the id is spent).
+    "subject_mismatch",
 )
 _MAX_TOKEN_ID_CHARS = 128
 _COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")  # alg none: no sig
@@ -228,14 +230,18 @@ class TokenVerifier:
     def key_ids(self) -> frozenset[str]:
         return frozenset(self._keys)
 
-    def verify(self, token: str, now: float) -> CheckinClaims:
+    def verify(self, token: str, now: float, subject: str | None = None) -> CheckinClaims:
         """Return the claims of a valid, first-seen token or raise ``TokenRejected``.
 
         The token id is remembered only after every other check passed, so a refused token
-        never burns its id.
+        never burns its id. ``subject`` (the topic's) is one of those checks: a token shown
+        on somebody else's topic is refused *before* its id is spent, so whoever saw it
+        cannot use it up and deny its owner the check-in.
         """
         payload = self._verified_payload(token)
         claims = self._check_claims(payload, now)
+        if subject is not None and claims.subject != subject:
+            raise TokenRejected("subject_mismatch", "token belongs to another subject")
         try:
             fresh = self.replay_guard.remember(claims.token_id, claims.expires_at, now)
         except ReplayCacheFull as exc:

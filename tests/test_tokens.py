@@ -279,3 +279,16 @@ def test_verify_is_fast() -> None:
     per_verify_us = (time.perf_counter() - start) / len(tokens) * 1e6
     # ~150-200 µs on the shared 2-core CI box (Ed25519 itself ~130 µs there); loose bound.
     assert per_verify_us < 2000, per_verify_us
+
+
+def test_a_token_shown_on_another_subjects_topic_does_not_spend_its_id() -> None:
+    """Whoever saw a member's token (over a shoulder, a QR photo) must not be able to use it
+    up: the subject check comes before the replay guard remembers the id."""
+    v = verifier()
+    token = mint(token_id="seen-by-someone-else")
+    with pytest.raises(TokenRejected) as info:
+        v.verify(token, NOW + 1, subject="cust-other")
+    assert info.value.reason == "subject_mismatch"
+    assert "seen-by-someone-else" not in v.replay_guard
+    assert v.verify(token, NOW + 2, subject="cust-7f3a").subject == "cust-7f3a"
+    assert rejected(v, token, NOW + 3) == "replayed"
