@@ -13,14 +13,13 @@ may also expire by itself (``--expires-in 30d``).
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from edge.devices import _check_label, _connect
+from edge.devices import _connect
 from edge.token_cache import TokenLookup, hash_token
+from models.api_keys import ApiKey, new_api_key
 from models.sqlite_schema import immediate_transaction
 
 logger = logging.getLogger(__name__)
@@ -30,44 +29,20 @@ TOKEN_PREFIX = "ssk_"  # recognisable in a leaked log line or a secret scanner
 _COLUMNS = "key_id, role, label, created_at, expires_at, revoked_at, last_used_at"
 
 
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    key_id: str
-    role: str
-    label: str
-    created_at: float
-    expires_at: float | None
-    revoked_at: float | None
-    last_used_at: float | None
-
-    def state(self, now: float) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
-
-
 def create_api_key(
     db_path: Path, label: str, role: str = "admin", *, expires_in_s: float | None = None,
     now: float | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key and its raw token (the only time it exists in clear). Migrates the file
     first if needed, so a token can be made before the edge first runs."""
-    label = _check_label(label)
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if expires_in_s is not None and not expires_in_s > 0:
-        raise ValueError("expires_in must be > 0")
     stamp = time.time() if now is None else now
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey("key-" + secrets.token_hex(4), role, label, stamp,
-                 None if expires_in_s is None else stamp + expires_in_s, None, None)
+    key, token = new_api_key(role, label, roles=ROLES, now=stamp, expires_in_s=expires_in_s,
+                             token_prefix=TOKEN_PREFIX, id_prefix="key-")
     with _connect(Path(db_path)) as conn, immediate_transaction(conn):
         conn.execute(
             "INSERT INTO api_keys(key_id, key_sha256, role, label, created_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (key.key_id, hash_token(token), role, label, stamp, key.expires_at),
+            (key.key_id, hash_token(token), key.role, key.label, stamp, key.expires_at),
         )
     logger.info("created %s token %s (%s)", role, key.key_id, label)
     return key, token

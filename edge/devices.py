@@ -35,12 +35,12 @@ from pathlib import Path
 from edge.pairing_codes import new_code, normalize_code
 from edge.store import EdgeStore
 from edge.token_cache import BUSY_TIMEOUT_S, TokenLookup, hash_token
+from models.api_keys import check_label
 from models.sqlite_schema import immediate_transaction
 
 logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "sst_"  # recognisable in a leaked log line or a secret scanner
-LABEL_MAX = 64
 _COLUMNS = "device_id, label, created_at, last_seen_at, revoked_at"
 PAIRING_RECORD_S = 30 * 86_400  # used/expired codes kept this long (who paired what, when)
 
@@ -95,13 +95,6 @@ def _connect(db_path: Path, *, migrate: bool = True) -> Iterator[sqlite3.Connect
         conn.close()
 
 
-def _check_label(label: str) -> str:
-    label = label.strip()
-    if not label or len(label) > LABEL_MAX or not label.isprintable():
-        raise ValueError(f"label must be 1..{LABEL_MAX} printable characters")
-    return label
-
-
 def pair_device(db_path: Path, label: str, *, now: float | None = None) -> str:
     """Register a new device directly; returns its raw token (the only time it exists in
     clear). For tests and tools that keep the token in a program: people pair tablets with
@@ -109,7 +102,7 @@ def pair_device(db_path: Path, label: str, *, now: float | None = None) -> str:
 
     Migrates the database first if needed.
     """
-    label = _check_label(label)
+    label = check_label(label)
     with _connect(Path(db_path)) as conn, immediate_transaction(conn):
         device, token = _insert_device(conn, label, time.time() if now is None else now)
     logger.info("paired tablet %s (%s)", device.device_id, label)
@@ -133,7 +126,7 @@ def create_pairing_code(
     returned in canonical form (``format_code`` shows it grouped). Only its hash is kept.
 
     Migrates the database first if needed, so the demo can make one before the edge runs."""
-    label = _check_label(label)
+    label = check_label(label)
     if not ttl_s > 0:
         raise ValueError("ttl_s must be > 0")
     stamp = time.time() if now is None else now
@@ -171,7 +164,7 @@ def redeem_pairing_code(
     canonical = normalize_code(code)
     if canonical is None:
         raise PairingRefused("malformed_code")
-    label = None if label is None else _check_label(label)
+    label = None if label is None else check_label(label)
     stamp = time.time() if now is None else now
     with _connect(Path(db_path), migrate=migrate) as conn, immediate_transaction(conn):
         row = conn.execute(

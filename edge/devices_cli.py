@@ -16,7 +16,6 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,6 +24,7 @@ from edge.devices import create_pairing_code, list_devices, pending_pairing_code
 from edge.pairing_codes import format_code
 from edge.qr_text import terminal_qr
 from edge.settings import EdgeSettings, SettingsError, load_settings
+from models.api_keys import created_lines, table_lines, when
 from models.durations import parse_duration
 
 COMMANDS = ("pair-tablet", "list-tablets", "revoke-tablet", "admin-token")
@@ -69,12 +69,6 @@ def base_url(settings: EdgeSettings) -> str:
     return f"http://{host}:{settings.http.port}"
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def pairing_link(base: str, code: str) -> str:
     """The link that pairs the browser opening it (the code in canonical form)."""
     return f"{base.rstrip('/')}/tablet/pair?code={quote(code)}"
@@ -105,16 +99,16 @@ def _list(db: Path) -> None:
     print(f"{'DEVICE':<14} {'STATE':<8} {'PAIRED':<21} {'LAST SEEN':<21} LABEL")
     for d in list_devices(db):
         state = "active" if d.active else "revoked"
-        seen = _when(d.last_seen_at)
+        seen = when(d.last_seen_at)
         if d.last_seen_at is not None and d.active and now - d.last_seen_at < 120:
             seen += " *"
-        print(f"{d.device_id:<14} {state:<8} {_when(d.created_at):<21} {seen:<21} {d.label}")
+        print(f"{d.device_id:<14} {state:<8} {when(d.created_at):<21} {seen:<21} {d.label}")
     pending = pending_pairing_codes(db, now=now)
     if pending:
         print(f"\n{'PENDING CODE':<23} {'CREATED':<21} {'EXPIRES':<21} LABEL")
         for p in pending:
             left = f"in {_duration(round((p.expires_at - now) / 60) * 60 or 60)}"
-            print(f"{'(not shown)':<23} {_when(p.created_at):<21} {left:<21} {p.label}")
+            print(f"{'(not shown)':<23} {when(p.created_at):<21} {left:<21} {p.label}")
 
 
 def admin_token(args: argparse.Namespace, db: Path) -> int:
@@ -124,18 +118,10 @@ def admin_token(args: argparse.Namespace, db: Path) -> int:
         except ValueError as exc:
             print(f"storeside-edge admin-token: {exc}", file=sys.stderr)
             return 2
-        until = f", expires {_when(key.expires_at)}" if key.expires_at else ""
-        print(f"{key.role} token {key.key_id} ({key.label}){until}; shown once, keep it secret:")
-        print(token)
+        print("\n".join(created_lines(key, token, "token")))
         return 0
     if args.action == "list":
-        now = time.time()
-        print(f"{'KEY':<13} {'ROLE':<6} {'STATE':<8} {'CREATED':<21} {'EXPIRES':<21} "
-              f"{'LAST USED':<21} LABEL")
-        for k in list_api_keys(db):
-            expires = _when(k.expires_at)
-            print(f"{k.key_id:<13} {k.role:<6} {k.state(now):<8} {_when(k.created_at):<21} "
-                  f"{expires:<21} {_when(k.last_used_at):<21} {k.label}")
+        print("\n".join(table_lines(list_api_keys(db), time.time())))
         return 0
     revoked = revoke_api_key(db, args.key)
     if not revoked:

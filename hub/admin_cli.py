@@ -11,7 +11,6 @@ import argparse
 import getpass
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from hub.members_csv import parse_members_csv
 from hub.roles import ROLES
 from hub.serve import add_config_argument, settings_from
 from hub.stores import StoreExists, add_store, rotate_store_key, token_sha256
+from models.api_keys import created_lines, table_lines, when
 from models.durations import parse_duration
 
 
@@ -73,14 +73,8 @@ def cmd_rotate_store_key(args: argparse.Namespace) -> int:
         context.db.close()
     print(f"store={args.store}")
     print(f"store_key={key}")
-    print(f"previous_keys_expire_at={_when(until)}")
+    print(f"previous_keys_expire_at={when(until)}")
     return 0
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def cmd_api_key(args: argparse.Namespace) -> int:
@@ -93,16 +87,10 @@ def cmd_api_key(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"storeside-hub api-key: error: {exc}", file=sys.stderr)
                 return 2
-            until = f", expires {_when(key.expires_at)}" if key.expires_at else ""
-            print(f"{key.role} key {key.key_id} ({key.label}){until}; shown once:")
-            print(token)
+            print("\n".join(created_lines(key, token, "key")))
             return 0
         if args.action == "list":
-            now = context.clock()
-            print(f"{'KEY':<12} {'ROLE':<8} {'STATE':<8} {'CREATED':<21} {'EXPIRES':<21} LABEL")
-            for k in list_api_keys(context.db):
-                print(f"{k.key_id:<12} {k.role:<8} {k.state(now):<8} {_when(k.created_at):<21}"
-                      f" {_when(k.expires_at):<21} {k.label}")
+            print("\n".join(table_lines(list_api_keys(context.db), context.clock())))
             return 0
         revoked = revoke_api_key(context.db, args.key)
     finally:

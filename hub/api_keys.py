@@ -11,61 +11,29 @@ expire by itself. The settings' ``admin_tokens`` / ``app_tokens`` stay as bootst
 from __future__ import annotations
 
 import logging
-import secrets
-from dataclasses import dataclass
 
 from hub.roles import ROLES
 from hub.storage import HubDB
 from hub.stores import token_sha256
+from models.api_keys import ApiKey, new_api_key
 
 logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "shk_"
-LABEL_MAX = 64
 _COLUMNS = "key_id, role, label, created_at, expires_at, revoked_at"
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    key_id: str
-    role: str
-    label: str
-    created_at: float
-    expires_at: float | None
-    revoked_at: float | None
-
-    def state(self, now: float) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
-
-    def as_dict(self, now: float) -> dict[str, object]:
-        return {"key_id": self.key_id, "role": self.role, "label": self.label,
-                "created_at": self.created_at, "expires_at": self.expires_at,
-                "revoked_at": self.revoked_at, "state": self.state(now)}
 
 
 def create_api_key(db: HubDB, role: str, label: str, *,
                    expires_in_s: float | None = None) -> tuple[ApiKey, str]:
     """A new key of ``role`` and its raw token (the only time it exists in clear)."""
-    label = label.strip()
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if not label or len(label) > LABEL_MAX or not label.isprintable():
-        raise ValueError(f"label must be 1..{LABEL_MAX} printable characters")
-    if expires_in_s is not None and not expires_in_s > 0:
-        raise ValueError("expires_in must be > 0")
     now = db.clock()
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey("hk-" + secrets.token_hex(4), role, label, now,
-                 None if expires_in_s is None else now + expires_in_s, None)
+    key, token = new_api_key(role, label, roles=ROLES, now=now, expires_in_s=expires_in_s,
+                             token_prefix=TOKEN_PREFIX, id_prefix="hk-")
     with db.write() as conn:
         conn.execute(
             "INSERT INTO api_keys(key_id, key_sha256, role, label, created_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (key.key_id, token_sha256(token), role, label, now, key.expires_at),
+            (key.key_id, token_sha256(token), key.role, key.label, now, key.expires_at),
         )
     logger.info("created hub API key %s (%s, %s)", key.key_id, role, label)
     return key, token
