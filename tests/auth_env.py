@@ -23,11 +23,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from edge.api_keys import create_api_key
 from edge.devices import pair_device
+
+# What authorize answers with 403 (a handler's own 403 carries another reason).
+AUTH_DENIALS = {"forbidden", "unmapped_route"}
+
+
+def denied(response: httpx.Response) -> bool:
+    """Refused by authorize (not by the handler: a 401 pairing page is an answer)."""
+    if response.status_code == 401:
+        return "www-authenticate" in response.headers
+    if response.status_code == 403:
+        detail = response.json().get("detail", {})
+        return isinstance(detail, dict) and detail.get("reason") in AUTH_DENIALS
+    return False
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -15,11 +15,10 @@ from edge.api_keys import create_api_key, list_api_keys, revoke_api_key
 from edge.broker import PrivateBroker
 from edge.devtools import EmbeddedEdge, wait_until
 from edge.settings import AuthSettings, RateLimitSettings
-from tests.auth_env import api_routes, bearer, edge_token
+from tests.auth_env import api_routes, bearer, denied, edge_token
 from tests.edge_env import EdgeEnv, make_env
 
 PATH_VALUES = {"visit_id": "nope", "device_id": "tab-00000000", "name": "icon.svg"}
-AUTH_DENIALS = {"forbidden", "unmapped_route"}
 
 
 @pytest.fixture()
@@ -39,16 +38,6 @@ def edge(env: EdgeEnv) -> Iterator[EmbeddedEdge]:
 
 def routes(edge: EmbeddedEdge) -> list[tuple[str, str]]:
     return api_routes(edge.app)
-
-
-def denied(response: httpx.Response) -> bool:
-    """Refused by authorize (not by the handler: a 401 pairing page is an answer)."""
-    if response.status_code == 401:
-        return "www-authenticate" in response.headers
-    if response.status_code == 403:
-        detail = response.json().get("detail", {})
-        return isinstance(detail, dict) and detail.get("reason") in AUTH_DENIALS
-    return False
 
 
 def call(client: httpx.Client, method: str, path: str, headers: dict[str, str]) -> httpx.Response:

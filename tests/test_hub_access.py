@@ -14,13 +14,12 @@ from hub.api_keys import create_api_key, revoke_api_key
 from hub.cli import main
 from hub.devtools import EmbeddedHub, hub_settings
 from hub.roles import ROLES, ROUTES, roles_for
-from tests.auth_env import api_routes, bearer, hub_token
+from tests.auth_env import api_routes, bearer, denied, hub_token
 from tests.hub_env import Clock, csv_text, member_row, subject, write_config
 
 PATH_VALUES = {"store": "s1", "product_id": "p1", "subject": "m-0000000000000000",
                "offer_id": "o1", "segment_id": "g1", "version": "v1", "erasure_id": "e1",
                "name": "admin.css"}
-AUTH_DENIALS = {"forbidden", "unmapped_route"}
 OVERLAP = 3600.0
 
 
@@ -31,15 +30,6 @@ def hub(tmp_path: Path) -> Iterator[EmbeddedHub]:
     with EmbeddedHub(tmp_path, stores=("s1", "s2"), settings=settings,
                      clock=Clock()) as running:
         yield running
-
-
-def denied(response: httpx.Response) -> bool:
-    if response.status_code == 401:
-        return "www-authenticate" in response.headers
-    if response.status_code == 403:
-        detail = response.json().get("detail", {})
-        return isinstance(detail, dict) and detail.get("reason") in AUTH_DENIALS
-    return False
 
 
 def call(client: httpx.Client, method: str, path: str, headers: dict[str, str],
