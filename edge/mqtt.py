@@ -121,7 +121,7 @@ class MqttBridge:
         reconnect_max_s: float = 30.0,
         tls: ssl.SSLContext | None = None,
         username: str | None = None,
-        password: str | None = None,
+        password: str | Callable[[], str | None] | None = None,
         status_fields: Callable[[], Mapping[str, Any]] | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         queue_size: int | None = None,
@@ -166,8 +166,13 @@ class MqttBridge:
         client.max_queued_messages_set(max_queued_out)
         if tls is not None:
             client.tls_set_context(tls)
+        # A callable password is read again before every (re)connect: a rotated password
+        # (new password file + broker SIGHUP, which drops the old session) is picked up by
+        # the reconnect itself, with no restart of the edge.
+        self._username = username
+        self._password_source = password if callable(password) else None
         if username is not None:
-            client.username_pw_set(username, password)
+            client.username_pw_set(username, None if callable(password) else password)
         client.on_pre_connect = self._on_pre_connect
         client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
@@ -274,6 +279,11 @@ class MqttBridge:
         )
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        if self._username is not None and self._password_source is not None:
+            try:
+                client.username_pw_set(self._username, self._password_source())
+            except (OSError, ValueError) as exc:  # keep the last one; the broker decides
+                logger.error("mqtt password could not be read again: %s", exc)
         # Re-armed before every (re)connect so the will carries a fresh timestamp.
         will = self._status("offline", reason="connection_lost")
         client.will_set(self.topics.status, _encode(will), qos=1, retain=True)

@@ -9,10 +9,11 @@ TOML can be shown (``--check-config``) and copied without a secret in it.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 from edge.settings import MqttSettings
 
-__all__ = ["client_tls_context", "mqtt_password"]
+__all__ = ["client_tls_context", "mqtt_password", "password_source"]
 
 
 def client_tls_context(mqtt: MqttSettings) -> ssl.SSLContext | None:
@@ -35,3 +36,13 @@ def mqtt_password(mqtt: MqttSettings) -> str | None:
             raise ValueError(f"mqtt.password_file {mqtt.password_file} is empty")
         return password
     return mqtt.password
+
+
+def password_source(mqtt: MqttSettings) -> str | Callable[[], str | None] | None:
+    """What ``MqttBridge`` takes: with a ``password_file``, a function that reads it again
+    at every reconnect (rotation without restart), after one read now so that a missing or
+    empty file stops the start-up loudly; otherwise the password itself (or None)."""
+    if mqtt.password_file is None:
+        return mqtt.password
+    mqtt_password(mqtt)
+    return lambda: mqtt_password(mqtt)

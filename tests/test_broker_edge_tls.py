@@ -151,3 +151,32 @@ def test_rotation_without_restart(store: TlsStore) -> None:
         assert staff.client.is_connected()
     finally:
         staff.close()
+
+
+def test_the_edge_follows_its_own_rotated_password(store: TlsStore) -> None:
+    """The edge's password rotates like an app's: new password file for the broker, new
+    password file for the edge, SIGHUP. The broker drops the edge's session (its password
+    is no longer valid); the edge reads its password file again before reconnecting."""
+    topics = store.env.topics
+    staff = store.client("_storeside-staff")
+    try:
+        staff.subscribe(topics.staff_recommendations, topics.status)
+        staff.wait(lambda: [p for t, p in staff.messages if t == topics.status])
+        before = len([1 for t, _ in staff.messages if t == topics.status])
+        (store.services_dir / "_storeside-edge.password").write_text(
+            secrets.token_urlsafe(24) + "\n")
+        assert store.build_passwd()["changed"] is True
+        store.broker.broker.reload()
+        # reconnected with the new password: it says "online" again on the new session
+        staff.wait(lambda: [
+            p for t, p in staff.messages[before:]
+            if t == topics.status and json.loads(p)["state"] == "online"
+        ] or None, timeout=15)
+        a = store.env.seed.subjects[3]
+        app = store.client(a)
+        try:
+            assert check_in(store, app, a, staff)["subject"] == a
+        finally:
+            app.close()
+    finally:
+        staff.close()
