@@ -22,6 +22,7 @@ from edge.dispatch import QueueFull
 from edge.messages import DeadLetter, parse_inbound
 from edge.runtime import EdgeRuntime
 from edge.service import CheckinRefused
+from edge.storage_faults import StorageUnavailable
 from edge.tablet_auth import revocable
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ async def submit(request: Request, kind: str, body: bytes | None = None) -> Any:
         raise HTTPException(422, {"reason": exc.reason, "detail": exc.detail}) from exc
     except (TimeoutError, QueueFull) as exc:
         raise HTTPException(503, {"reason": "busy"}) from exc
+    except StorageUnavailable as exc:  # nothing was written: the caller must send it again
+        raise HTTPException(507, {"reason": exc.reason}) from exc
 
 
 @router.get("/healthz", tags=["ops"])
@@ -74,11 +77,12 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["ops"])
 def readyz(request: Request, response: Response) -> dict[str, Any]:
-    """Readiness: connected to the broker and the worker running (a degraded model is
-    still ready: the store serves popular lists). Anyone gets ``{"ready": bool}``; the
+    """Readiness: connected to the broker, the worker running and the disk taking writes
+    (a degraded model is still ready: the store serves popular lists; a full disk is not:
+    sales wait un-acked, ``storage_error`` says why). Anyone gets ``{"ready": bool}``; the
     details only the device itself (``auth.open_on_loopback``) or an admin token."""
     status = _runtime(request).status()
-    ready = status["mqtt_connected"] and status["worker_alive"]
+    ready = status["mqtt_connected"] and status["worker_alive"] and status.get("storage_ok", True)
     response.status_code = 200 if ready else 503
     return {"ready": ready, **status} if sees_details(request) else {"ready": ready}
 

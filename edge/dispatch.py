@@ -21,6 +21,13 @@ they published (``flush``, e.g. ``EdgeService.flush``); the worker writes them i
 transaction when the queue has been idle for ``flush_idle_s`` (so the MQTT thread sends the
 cards first), at most ``flush_max_delay_s`` after the first handled item, before ticks and
 before stopping, and only then acks the QoS 1 items handled since.
+
+Why a full disk parks events instead of dead-lettering them: an event SQLite could not write
+(SQLITE_FULL, I/O error; ``edge.storage_faults``) is not handled, so it must not be acked.
+The worker keeps such QoS 1 items (the broker never redelivers on the same connection), holds
+the acks of a group commit whose flush failed together with its rows, and retries with a
+backoff (0.25 s doubling to 5 s): first a one-row probe write, then the held rows and acks,
+then the parked items in arrival order. HTTP calls get ``StorageUnavailable`` (507).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from edge.messages import (
     receive_maximum_for,
 )
 from edge.metrics import EdgeMetrics
+from edge.storage_faults import StorageHealth, StorageUnavailable, storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +76,8 @@ class _Call:
 
 _STOP = object()
 _FLUSH_MAX_ITEMS = 100  # un-acked QoS 1 items held for one flush, well under Receive Maximum
+RETRY_INITIAL_S = 0.25  # first retry after the disk refused a write, doubling up to
+RETRY_MAX_S = 5.0
 
 
 class Dispatcher:
@@ -89,6 +99,7 @@ class Dispatcher:
         flush: Callable[[], None] | None = None,
         flush_idle_s: float = 0.001,
         flush_max_delay_s: float = 0.01,
+        storage: StorageHealth | None = None,
     ) -> None:
         """``rejections``: exception types a handler raises for an expected refusal it
         has already counted (e.g. a refused token): logged without traceback, not a
@@ -114,6 +125,11 @@ class Dispatcher:
         self._flush_max_delay_s = flush_max_delay_s
         self._unflushed_since: float | None = None  # first item handled since the last flush
         self._unacked: list[Inbound] = []
+        # A full disk (edge.storage_faults): QoS 1 items not written, kept un-acked, retried
+        self.storage = storage
+        self._parked: list[Inbound] = []
+        self._retry_at: float | None = None
+        self._retry_delay = RETRY_INITIAL_S
         # Two lanes and one wake-up token per item (put after the item, so a token always
         # finds an item): the worker blocks on ``_wake`` and then takes from ``_q`` first.
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -228,9 +244,14 @@ class Dispatcher:
                 self._tick(self._due_ticks.pop(0))  # may defer rows too: flushed like the rest
                 self._mark_unflushed()
                 continue
+            if self._retry_at is not None and now >= self._retry_at:
+                self._retry_stalled()
+                continue
             timeout = next_tick - now
+            if self._retry_at is not None:
+                timeout = min(timeout, self._retry_at - now)
             since = self._unflushed_since
-            if since is not None:
+            if since is not None and self._retry_at is None:
                 due = since + self._flush_max_delay_s - now
                 if due <= 0 or len(self._unacked) >= _FLUSH_MAX_ITEMS:
                     self._commit()
@@ -254,7 +275,7 @@ class Dispatcher:
             elif isinstance(item, _Call):
                 self._run_call(item)
             self._mark_unflushed()
-        self._commit()  # what was handled is written and acked, also when abandoning
+        self._commit(final=True)  # what was handled is written and acked, also when abandoning
 
     def _next(self) -> object:
         """The oldest QoS 1 item or call, else the oldest QoS 0 delivery (a wake-up token
@@ -272,17 +293,70 @@ class Dispatcher:
         if self._flush is not None and self._unflushed_since is None:
             self._unflushed_since = time.monotonic()
 
-    def _commit(self) -> None:
-        """The group commit: the handlers' deferred rows, then the acks they waited for."""
+    def _commit(self, final: bool = False) -> bool:
+        """The group commit: the handlers' deferred rows, then the acks they waited for.
+        False when the disk refused the rows: rows and acks are held for the retry (while
+        one is pending, only the retry or the ``final`` commit at stop tries again)."""
         self._unflushed_since = None
+        if self._retry_at is not None and not final:
+            return False
         if self._flush is not None:
             try:
                 self._flush()
-            except Exception:  # the events were handled; their own writes are committed
+            except Exception as exc:
+                if self._storage_failed(exc, "flush"):
+                    return False  # kept by the write-behind; the acks wait with them
+                # the events were handled; their own writes are committed
                 logger.exception("writing the deferred rows failed; they are lost")
         unacked, self._unacked = self._unacked, []
         for inbound in unacked:
             self._ack(inbound)
+        return True
+
+    def _storage_failed(self, exc: BaseException, what: str) -> bool:
+        """True if ``exc`` is the disk refusing a write: counted, retry armed."""
+        reason = storage_error(exc)
+        if reason is None:
+            return False
+        if self.storage is not None:
+            self.storage.failed(reason, what)
+        self._arm_retry()
+        return True
+
+    def _arm_retry(self) -> None:
+        if self._retry_at is None:
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+
+    def _retry_stalled(self) -> None:
+        """The retry after a refused write: probe, held rows and acks, parked items."""
+        self._retry_at = None
+        try:
+            writable = self.storage is None or self.storage.probe()
+        except Exception:  # e.g. the store is closing: try again later
+            logger.exception("storage probe failed")
+            writable = False
+        if not writable:
+            self._arm_retry()
+            return
+        if not self._commit():
+            return
+        parked, self._parked = self._parked, []
+        for index, inbound in enumerate(parked):
+            if self._retry_at is not None:  # refused again: the rest keep their order
+                self._parked.extend(parked[index:])
+                return
+            self._handle(inbound)
+            self._mark_unflushed()
+        if self._retry_at is None and not self._parked:
+            self._retry_delay = RETRY_INITIAL_S
+            if self.storage is not None:
+                self.storage.recovered()
+
+    @property
+    def parked(self) -> int:
+        """QoS 1 items waiting un-acked for the disk (status page)."""
+        return len(self._parked)
 
     def _tick(self, fn: TickFn) -> None:
         """One tick function; the worker runs a round's functions one at a time and takes
@@ -290,8 +364,9 @@ class Dispatcher:
         not the whole round)."""
         try:
             fn()
-        except Exception:
-            logger.exception("tick %s failed", getattr(fn, "__qualname__", fn))
+        except Exception as exc:
+            if not self._storage_failed(exc, "tick"):
+                logger.exception("tick %s failed", getattr(fn, "__qualname__", fn))
 
     def _run_call(self, request: _Call) -> None:
         if not request.future.set_running_or_notify_cancel():
@@ -299,6 +374,10 @@ class Dispatcher:
         try:
             result = self.handlers[request.kind](request.item)
         except BaseException as exc:
+            if isinstance(exc, Exception) and self._storage_failed(exc, request.kind):
+                refused = StorageUnavailable(storage_error(exc) or "disk_full")
+                refused.__cause__ = exc
+                exc = refused
             request.future.set_exception(exc)
         else:
             request.future.set_result(result)
@@ -312,29 +391,38 @@ class Dispatcher:
             )
         except DeadLetter as dead:
             self._dead_letter(inbound, dead)
-        else:
-            self._invoke(inbound, msg)
+            self._done(inbound)
+            return
+        written = True
+        try:
+            written = self._invoke(inbound, msg)
             seconds = self._m_seconds.get(kind)
             if seconds is None:
                 seconds = self._m_seconds[kind] = self.metrics.handle_seconds.labels(kind)
             seconds.observe(time.perf_counter() - started)
         finally:
-            self._done(inbound)
+            if written:
+                self._done(inbound)
+            elif inbound.qos > 0:
+                self._parked.append(inbound)  # not acked: retried when the disk takes it
 
-    def _invoke(self, inbound: Inbound, msg: Any) -> None:
+    def _invoke(self, inbound: Inbound, msg: Any) -> bool:
+        """Run the handler; False when the disk refused its write (nothing was written)."""
         handler = self.handlers.get(inbound.kind)
         if handler is None:
             self._dead_letter(inbound, DeadLetter(inbound.kind, "handler_error", "no handler"))
-            return
+            return True
         try:
             handler(msg)
         except DeadLetter as refused:
             self._dead_letter(inbound, refused)
-            return
+            return True
         except self._rejections as exc:
             logger.debug("%s %s refused: %s", inbound.kind, getattr(msg, "event_id", "?"), exc)
-            return
+            return True
         except Exception as exc:
+            if self._storage_failed(exc, inbound.kind):
+                return False
             logger.exception(
                 "handler for %s failed on event %s", inbound.kind, getattr(msg, "event_id", "?")
             )
@@ -342,13 +430,14 @@ class Dispatcher:
                 inbound.kind, "handler_error", type(exc).__name__, getattr(msg, "event_id", None)
             )
             self._dead_letter(inbound, failure, log=False)
-            return
+            return True
         handled = self._m_handled.get(inbound.kind)
         if handled is None:
             handled = self._m_handled[inbound.kind] = self.metrics.messages_handled.labels(
                 inbound.kind
             )
         handled.inc()
+        return True
 
     def _dead_letter(self, inbound: Inbound, dead: DeadLetter, log: bool = True) -> None:
         self.metrics.dead_letters.labels(dead.kind, dead.reason).inc()

@@ -22,13 +22,14 @@ from edge.metrics import EdgeMetrics
 from edge.model_state import startup_bundle_dir
 from edge.model_update import ModelLink, ModelUpdater
 from edge.mqtt import MqttBridge
-from edge.mqtt_tls import client_tls_context, mqtt_password
+from edge.mqtt_tls import client_tls_context, password_source
 from edge.ranking import Ranker
 from edge.retention_sweep import RetentionMetrics, RetentionSweeper
 from edge.service import CheckinRefused, EdgeService
 from edge.settings import EdgeSettings
-from edge.store_key import key_source
+from edge.storage_faults import StorageHealth
 from edge.store import EdgeStore
+from edge.store_key import key_source
 from edge.sync import SyncClient
 from edge.sync_runtime import start_sync, sync_status
 from edge.tokens import ReplayGuard, TokenVerifier
@@ -67,6 +68,7 @@ class EdgeRuntime:
     visit_checkpoint: VisitCheckpoint | None = None  # open visits' state, for a restart
     wal: WalCheckpointer | None = None  # WAL checkpoints off the worker (edge.wal_checkpointer)
     retention: RetentionSweeper | None = None  # forgets stale members/events (edge.retention)
+    storage: StorageHealth | None = None  # a full disk: episode, metrics (edge.storage_faults)
 
     @classmethod
     def start(
@@ -113,7 +115,7 @@ class EdgeRuntime:
                 keepalive=settings.mqtt.keepalive_s,
                 session_expiry_s=settings.mqtt.session_expiry_s,
                 username=settings.mqtt.username,
-                password=mqtt_password(settings.mqtt),
+                password=password_source(settings.mqtt),
                 tls=client_tls_context(settings.mqtt),
                 max_payload_bytes=settings.mqtt.max_payload_bytes,
                 queue_size=settings.mqtt.queue_size,
@@ -140,6 +142,7 @@ class EdgeRuntime:
         # now, while no worker runs and no broker delivers (edge.visit_restart).
         checkpoint = VisitCheckpoint(store, service.tracker)
         restore_visits(service, checkpoint, clock())
+        storage = StorageHealth(metrics.registry, probe=store.probe_write)
         dispatcher = Dispatcher(
             service.handlers(),
             metrics=metrics,
@@ -151,6 +154,7 @@ class EdgeRuntime:
             max_payload_bytes=settings.mqtt.max_payload_bytes,
             rejections=(CheckinRefused,),
             flush=service.flush,
+            storage=storage,
         )
         dispatcher.add_tick(checkpoint.tick)
         dispatcher.start()
@@ -176,7 +180,7 @@ class EdgeRuntime:
             updater.start()
         runtime = cls(settings, metrics, store, ranker, service, dispatcher, bridge, now,
                       model_updater=updater, visit_checkpoint=checkpoint,
-                      wal=WalCheckpointer(store).start())
+                      wal=WalCheckpointer(store).start(), storage=storage)
         if settings.retention.enabled:  # personal data only while it serves the store
             runtime.retention = RetentionSweeper(
                 store, settings.retention, RetentionMetrics(metrics.registry), clock=clock
@@ -218,6 +222,8 @@ class EdgeRuntime:
             "model_error": self.ranker.degraded_reason,
             "worker_alive": self.dispatcher.running,
             "queue_depth": self.dispatcher.depth,
+            "events_waiting_for_disk": self.dispatcher.parked,
+            **(self.storage.status() if self.storage is not None else {}),
             "outbox_pending": self.store.reader().outbox_count(),
             "active_visits": len(self.service.tracker.active()),
             "uptime_s": round(time.time() - self.started_at, 1),

@@ -26,6 +26,7 @@ from edge.ranking import Ranker
 from edge.ranking_inputs import RankingInputs
 from edge.rules import CapState, CustomerContext, Decision, decide
 from edge.settings import EdgeSettings
+from edge.storage_faults import storage_error
 from edge.store import EdgeStore
 from edge.tokens import TokenRejected, TokenVerifier
 from edge.visit import (
@@ -47,6 +48,7 @@ Publish = Callable[[str, dict[str, Any], int, bool], None]
 EMPTY_HISTORY = CustomerHistory.from_transactions([])
 REFRESH_ACTIONS = frozenset({"dismissed", "accepted", "bought"})
 HOUSEKEEPING_EVERY_S = 30.0
+HELD_CHECKINS_MAX = 1_000  # >= Receive Maximum: every parked check-in fits
 
 
 class CheckinRefused(Exception):
@@ -102,6 +104,14 @@ class EdgeService:
         self.subject_limiter = RateLimiter(settings.rate_limits.subject_checkins_per_min)
         # Set by the hub sync: queue a geofence approach for the hub (never blocks).
         self.announce: Callable[[str], None] | None = None
+        # Check-ins verified and tracked whose row a full disk refused (edge.storage_faults),
+        # by event id, until their retry; bounded (the oldest is dropped, its card lost).
+        self._held_checkins: dict[str, tuple[Any, list[VisitChange], float]] = {}
+
+    def _hold_checkin(self, event_id: str, held: tuple[Any, list[VisitChange], float]) -> None:
+        self._held_checkins[event_id] = held
+        if len(self._held_checkins) > HELD_CHECKINS_MAX:
+            del self._held_checkins[next(iter(self._held_checkins))]
 
     def handlers(self) -> dict[str, Callable[[Any], Any]]:
         return {
@@ -118,27 +128,41 @@ class EdgeService:
         if self.store.is_processed(msg.event_id):
             self.metrics.duplicates.labels("checkin").inc()
             return CheckinResult(None, True, None)
-        now = self.clock()
-        try:
-            claims = self.verifier.verify(msg.token, now)
-        except TokenRejected as exc:
-            self.metrics.tokens_rejected.labels(exc.reason).inc()
-            logger.warning("check-in %s refused: %s", msg.event_id, exc.reason)
-            raise CheckinRefused(exc.reason, exc.detail) from exc
-        if msg.subject is not None and claims.subject != msg.subject:
-            # a token is only valid on its owner's topic (the broker ACL binds the topic)
-            self.metrics.tokens_rejected.labels("subject_mismatch").inc()
-            raise CheckinRefused("subject_mismatch")
-        if self.subject_limiter.take(claims.subject):  # one dict look-up (issue 6)
-            self.metrics.rate_limited.labels("subject_checkin").inc()
-            raise DeadLetter("checkin", "rate_limited", "member over its check-in limit",
-                             msg.event_id)
-        changes = self._track(CheckinEvent(msg.event_id, claims.subject, now, claims.scopes))
+        held = self._held_checkins.pop(msg.event_id, None)
+        if held is not None:  # verified and tracked before the disk refused its row
+            claims, changes, now = held
+        else:
+            now = self.clock()
+            try:
+                claims = self.verifier.verify(msg.token, now)
+            except TokenRejected as exc:
+                self.metrics.tokens_rejected.labels(exc.reason).inc()
+                logger.warning("check-in %s refused: %s", msg.event_id, exc.reason)
+                raise CheckinRefused(exc.reason, exc.detail) from exc
+            if msg.subject is not None and claims.subject != msg.subject:
+                # a token is only valid on its owner's topic (the broker ACL binds the topic)
+                self.metrics.tokens_rejected.labels("subject_mismatch").inc()
+                raise CheckinRefused("subject_mismatch")
+            if self.subject_limiter.take(claims.subject):  # one dict look-up (issue 6)
+                self.metrics.rate_limited.labels("subject_checkin").inc()
+                raise DeadLetter("checkin", "rate_limited", "member over its check-in limit",
+                                 msg.event_id)
+            changes = self._track(CheckinEvent(msg.event_id, claims.subject, now, claims.scopes))
         visit = self.tracker.get(claims.subject)
         # Recorded before the effects, with the visit it checked in to: a crash now costs
         # this customer one card (the app may check in again), never a replayable token.
-        if not self.store.accept_checkin(msg.event_id, claims.token_id, claims.expires_at, now,
-                                         visit_row(visit) if visit is not None else None):
+        try:
+            accepted = self.store.accept_checkin(
+                msg.event_id, claims.token_id, claims.expires_at, now,
+                visit_row(visit) if visit is not None else None)
+        except Exception as exc:
+            if storage_error(exc) is not None:
+                # The disk refused the row: the token id is already spent in memory and the
+                # tracker has the visit, so the retry of this event (same id) continues here
+                # instead of being refused as a replay.
+                self._hold_checkin(msg.event_id, (claims, changes, now))
+            raise
+        if not accepted:
             self.metrics.duplicates.labels("checkin").inc()
             return CheckinResult(None, True, None)
         self._handle_changes(changes, now, msg.event_id,

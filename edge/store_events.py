@@ -103,6 +103,17 @@ class EventWrites:
             return False
         return True
 
+    # ------------------------------------------------------------------ disk health
+
+    def probe_write(self) -> None:
+        """One small real write (a row of ``meta``): does the disk take writes again after
+        it refused one (``edge.storage_faults``)? Raises what SQLite raises."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('storage_probe', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (int(self._clock()),)
+            )
+
     # ------------------------------------------------------------------ idempotence
 
     def mark_processed(self, event_id: str, kind: str, ts: float) -> bool:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from edge.storage_faults import storage_error
 from edge.store import EdgeStore
 from edge.store_sync import SyncReader
 from edge.sync_http import HubLink, HubRefused, HubUnavailable
@@ -64,6 +65,7 @@ class OutboxPusher:
         self._sent_upto = 0
         self._deleting: Future[int] | None = None
         self._deleter: ThreadPoolExecutor | None = None
+        self._full_deletes = 0
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -152,8 +154,14 @@ class OutboxPusher:
         if deleting is not None:
             try:
                 deleting.result()
-            except Exception:
-                logger.exception("deleting pushed outbox rows failed; they will be re-sent")
+            except Exception as exc:
+                if storage_error(exc) is None:
+                    logger.exception("deleting pushed outbox rows failed; they will be re-sent")
+                    return
+                self._full_deletes += 1  # a full disk: the worker's episode log says it once
+                if self._full_deletes == 1 or self._full_deletes % 100 == 0:
+                    logger.warning("disk full: %d outbox deletes refused; the rows are re-sent "
+                                   "(the hub answers duplicates)", self._full_deletes)
 
 
 def error_kind(exc: Exception) -> str:

@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge.storage_faults import storage_error
+
 DEFAULT_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
 
 logger = logging.getLogger(__name__)
@@ -87,10 +89,18 @@ class WalCheckpointer:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            failing = 0  # passes failed in a row: logged at the first and on recovery only
             while not self._stop.wait(self.interval_s):
                 try:
                     self.checkpoint_once(conn)
-                except sqlite3.Error:  # e.g. the file went away at shutdown; try again
-                    logger.warning("WAL checkpoint failed", exc_info=True)
+                except sqlite3.Error as exc:  # disk full (the file cannot grow), shutdown, ...
+                    failing += 1
+                    if failing == 1:
+                        logger.warning("WAL checkpoint failed (%s); retrying quietly", exc,
+                                       exc_info=storage_error(exc) is None)
+                    continue
+                if failing:
+                    logger.warning("WAL checkpoint works again after %d failed passes", failing)
+                    failing = 0
         finally:
             conn.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from edge.rules import Suggestion
+from edge.storage_faults import storage_error
 from edge.store import EdgeStore
 from edge.store_events import ImpressionItem, ImpressionLog
 from edge.store_rows import VisitRecord
@@ -58,12 +59,22 @@ class WriteBehind:
         self._visits[visit.visit_id] = visit_row(visit)
 
     def flush(self) -> None:
-        """Everything pending, in one transaction (nothing when nothing is pending)."""
+        """Everything pending, in one transaction (nothing when nothing is pending).
+
+        When the disk refuses the transaction (full, I/O error) the rows are kept for the
+        next flush (a visit snapshot taken since wins), and the error goes on to the
+        dispatcher, which then holds the acks of the events that caused them."""
         if not self.pending:
             return
         impressions, self._impressions = self._impressions, []
-        visits, self._visits = list(self._visits.values()), {}
-        self._store.write_behind(impressions, visits)
+        visits, self._visits = self._visits, {}
+        try:
+            self._store.write_behind(impressions, list(visits.values()))
+        except Exception as exc:
+            if storage_error(exc) is not None:
+                self._impressions = impressions + self._impressions
+                self._visits = {**visits, **self._visits}
+            raise
 
     def __repr__(self) -> str:
         return f"WriteBehind(impressions={len(self._impressions)}, visits={len(self._visits)})"
