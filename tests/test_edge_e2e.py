@@ -140,6 +140,21 @@ def test_replayed_token_is_refused(edge, env, probe) -> None:
     assert len(probe.matching(staff_for(subject))) == 1
 
 
+def test_a_token_on_someone_elses_topic_is_refused_and_still_works_for_its_owner(
+    edge, env, probe
+) -> None:
+    owner, other = env.seed.subjects[4], env.seed.subjects[5]
+    token = env.token(owner)
+    shown = {"v": 1, "event_id": new_id(), "ts": time.time(), "token": token}
+    probe.publish(env.topics.checkin(other), shown)
+    wait_until(
+        lambda: metric(edge, "storeside_tokens_rejected_total", reason="subject_mismatch") == 1, 5
+    )
+    probe.publish(env.topics.checkin(owner), {**shown, "event_id": new_id()})
+    assert probe.wait_for(staff_for(owner), timeout=10).payload["subject"] == owner
+    assert not probe.matching(staff_for(other))
+
+
 def test_bad_payloads_become_counted_dead_letters_and_service_lives(edge, env, probe) -> None:
     subject = env.seed.subjects[4]
     topic = env.topics.checkin(subject)
