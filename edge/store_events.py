@@ -160,7 +160,7 @@ class EventWrites:
                 require_number(line[2], "bad_basket", "unit_price", minimum=0)
         body = dump_json(payload)
         with self._write() as conn:
-            if conn.execute(_MARK, (event_id, "pos_basket", ts)).rowcount == 0:
+            if conn.execute(_MARK, (event_id, "pos_basket", self._clock())).rowcount == 0:
                 return False
             rows = []
             spend = 0.0
@@ -212,7 +212,7 @@ class EventWrites:
         require_number(ts, "bad_feedback", "ts")
         body = dump_json(payload)
         with self._write() as conn:
-            if conn.execute(_MARK, (event_id, "feedback", ts)).rowcount == 0:
+            if conn.execute(_MARK, (event_id, "feedback", self._clock())).rowcount == 0:
                 return False
             conn.execute(
                 "INSERT INTO feedback(event_id, subject, visit_id, product_id, action, channel, "

@@ -218,3 +218,22 @@ def test_an_announce_makes_the_hub_send_the_member_again(tmp_path: Path) -> None
         again = store.get("/v1/stores/s1/feed/profiles", params={"cursor": first["cursor"]})
         items = again.json()["items"]
         assert again.status_code == httpx.codes.OK and [i["op"] for i in items] == ["upsert"]
+
+
+def test_a_late_event_keeps_its_mark_for_event_days_after_it_arrived(store: EdgeStore) -> None:
+    """A till whose clock (or queue) is weeks behind sends a basket stamped 60 days ago. Its
+    processed mark ages from when this edge handled it, so a sweep right after the hub
+    acknowledged it keeps the mark and a redelivery is still a duplicate."""
+    basket = {"basket_id": "b-late", "subject": None, "ts": ago(60),
+              "lines": [("p1", 1.0, 2.0)], "payload": {"late": True}}
+    assert store.apply_pos_basket("ev-late", **basket) is True
+    with store.write() as conn:  # the hub acknowledged it
+        conn.execute("DELETE FROM outbox WHERE event_id = 'ev-late'")
+    sweeper(store).sweep(NOW)
+    assert count(store, "processed_events", "event_id = 'ev-late'") == 1
+    assert store.apply_pos_basket("ev-late", **basket) is False
+    # ... and goes once event_days have passed since it arrived
+    later = NOW + 31 * DAY
+    RetentionSweeper(store, RetentionSettings(), RetentionMetrics(),
+                     clock=lambda: later).sweep(later)
+    assert count(store, "processed_events", "event_id = 'ev-late'") == 0
