@@ -7,6 +7,7 @@ config (TCP_NODELAY on, no persistence unless asked) and stops it on exit.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -86,6 +87,10 @@ class PrivateBroker:
         ]
         if self._persistence_dir is not None:
             lines += ["persistence true", f"persistence_location {self._persistence_dir}/"]
+            if os.geteuid() == 0:
+                # Started as root, Mosquitto drops to user "mosquitto", which cannot write
+                # into a root-owned temporary directory: persistence would silently be lost.
+                lines.append("user root")
         else:
             lines.append("persistence false")
         return "\n".join(lines) + "\n" + self._extra
