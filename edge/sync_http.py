@@ -75,8 +75,8 @@ class HubLink:
     def announce(self, subject: str) -> None:
         self._json("POST", f"{self._prefix}/announce", json={"subject": subject})
 
-    def heartbeat(self, beat: dict[str, Any]) -> None:
-        self._json("POST", f"{self._prefix}/heartbeat", json=beat)
+    def heartbeat(self, beat: dict[str, Any]) -> Any:
+        return self._json("POST", f"{self._prefix}/heartbeat", json=beat)
 
     def jwks(self) -> Any:
         return self._json("GET", "/v1/jwks")

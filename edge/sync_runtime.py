@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 FORGET_TIMEOUT_S = 10.0  # an erasure waits this long for the worker, then is retried
 HEARTBEAT_FIELDS = ("model_version", "state", "active_visits")
 STANDALONE: dict[str, Any] = {"hub_sync": False, "hub_connected": False, "last_sync_at": None,
-              "staleness_s": {}, "sync_stale": False}
+              "staleness_s": {}, "sync_stale": False, "hub_clock_skew_s": None}
 
 
 def start_sync(runtime: EdgeRuntime, local_keys: Mapping[str, bytes]) -> SyncClient:
@@ -52,6 +52,8 @@ def start_sync(runtime: EdgeRuntime, local_keys: Mapping[str, bytes]) -> SyncCli
         drop_cards=service.live.forget_subject,
         install_keys=install_keys,
         heartbeat_fields=heartbeat_fields,
+        edge_clock=service.clock,  # the clock tokens are verified by: its skew to the hub
+        skew_warn_s=settings.tokens.leeway_s,
     )
     service.announce = client.announce
     return client.start()

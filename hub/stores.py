@@ -114,7 +114,9 @@ def store_ids(db: HubDB) -> list[str]:
 
 def record_heartbeat(db: HubDB, store: str, beat: dict[str, Any]) -> dict[str, Any]:
     """Store a heartbeat; the lag is computed here from the hub's sequence and the store's
-    profile feed cursor (how many changes the store has not seen yet)."""
+    profile feed cursor (how many changes the store has not seen yet). ``hub_time`` (the
+    hub's clock) lets the edge measure its clock skew, which decides whether hub-issued
+    check-in tokens verify there (edge.sync)."""
     feeds = beat.get("feeds") or {}
     with db.write() as conn:
         current = db.current_seq(conn)
@@ -130,4 +132,4 @@ def record_heartbeat(db: HubDB, store: str, beat: dict[str, Any]) -> dict[str, A
              beat.get("outbox_pending"), json.dumps(feeds), lag, beat.get("staleness_s"),
              beat.get("active_visits")),
         )
-    return {"lag_changes": lag, "hub_seq": str(current)}
+    return {"lag_changes": lag, "hub_seq": str(current), "hub_time": db.clock()}
