@@ -41,6 +41,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from edge.dispatch_storage import RETRY_INITIAL_S, StorageRetry
 from edge.messages import (
     MAX_PAYLOAD_BYTES,
     DeadLetter,
@@ -76,11 +77,9 @@ class _Call:
 
 _STOP = object()
 _FLUSH_MAX_ITEMS = 100  # un-acked QoS 1 items held for one flush, well under Receive Maximum
-RETRY_INITIAL_S = 0.25  # first retry after the disk refused a write, doubling up to
-RETRY_MAX_S = 5.0
 
 
-class Dispatcher:
+class Dispatcher(StorageRetry):
     """Owns the hand-off queue and the worker thread that drains it."""
 
     def __init__(
@@ -312,51 +311,6 @@ class Dispatcher:
         for inbound in unacked:
             self._ack(inbound)
         return True
-
-    def _storage_failed(self, exc: BaseException, what: str) -> bool:
-        """True if ``exc`` is the disk refusing a write: counted, retry armed."""
-        reason = storage_error(exc)
-        if reason is None:
-            return False
-        if self.storage is not None:
-            self.storage.failed(reason, what)
-        self._arm_retry()
-        return True
-
-    def _arm_retry(self) -> None:
-        if self._retry_at is None:
-            self._retry_at = time.monotonic() + self._retry_delay
-            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
-
-    def _retry_stalled(self) -> None:
-        """The retry after a refused write: probe, held rows and acks, parked items."""
-        self._retry_at = None
-        try:
-            writable = self.storage is None or self.storage.probe()
-        except Exception:  # e.g. the store is closing: try again later
-            logger.exception("storage probe failed")
-            writable = False
-        if not writable:
-            self._arm_retry()
-            return
-        if not self._commit():
-            return
-        parked, self._parked = self._parked, []
-        for index, inbound in enumerate(parked):
-            if self._retry_at is not None:  # refused again: the rest keep their order
-                self._parked.extend(parked[index:])
-                return
-            self._handle(inbound)
-            self._mark_unflushed()
-        if self._retry_at is None and not self._parked:
-            self._retry_delay = RETRY_INITIAL_S
-            if self.storage is not None:
-                self.storage.recovered()
-
-    @property
-    def parked(self) -> int:
-        """QoS 1 items waiting un-acked for the disk (status page)."""
-        return len(self._parked)
 
     def _tick(self, fn: TickFn) -> None:
         """One tick function; the worker runs a round's functions one at a time and takes
