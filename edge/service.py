@@ -326,7 +326,14 @@ class EdgeService:
         )
         pool = priced(ranked.candidates, applied)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        self.flush()  # caps count every impression logged so far
+        try:
+            self.flush()  # caps count every impression logged so far
+        except Exception as exc:
+            if storage_error(exc) is None:
+                raise
+            # A full disk: rank on the caps SQLite has (the rows not yet written are
+            # kept and the worker's group commit retries them and holds the acks).
+            logger.debug("caps read before the deferred rows could be written: %s", exc)
         counts = self.store.cap_counts(visit.subject, visit.visit_id, day_start)
         personal = history is not EMPTY_HISTORY
         customer = CustomerContext(
