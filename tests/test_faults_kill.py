@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.broker import PrivateBroker
-from edge.devtools import EdgeProcess, wait_until
+from edge.devtools import EdgeProcess, MqttProbe, Received, wait_until
 from edge.settings import HubLinkSettings
 from edge.store import EdgeStore
 from hub.devtools import EmbeddedHub
@@ -48,6 +48,16 @@ def handled_count(db: Path) -> int:
     return int(edge_rows(db, "SELECT COUNT(*) FROM processed_events")[0][0])
 
 
+def status_after(watcher: MqttProbe, seen: int, states: tuple[str, ...]) -> Received:
+    """The first retained-status message after the first ``seen`` ones in ``states``."""
+    def found() -> Received | None:
+        every = watcher.matching(lambda r: True)
+        return next((r for r in every[seen:] if r.payload.get("state") in states), None)
+
+    received: Received = wait_until(found, 10)
+    return received
+
+
 def test_kill_9_during_writes_loses_and_doubles_no_accepted_event(
     tmp_path: Path, tafeng_zip: Path, fresh_broker: PrivateBroker
 ) -> None:
@@ -73,6 +83,9 @@ def test_kill_9_during_writes_loses_and_doubles_no_accepted_event(
 
         edge = EdgeProcess(env.settings, tmp_path).start()
         pub = Publisher(fresh_broker.host, fresh_broker.port)
+        # the retained status: the last will says "offline" when the socket dies with the
+        # process, the restarted edge says "online" again
+        watcher = MqttProbe(fresh_broker.host, fresh_broker.port, [env.topics.status]).start()
 
         def stream() -> None:
             for i, kind in enumerate(kinds):
@@ -98,10 +111,13 @@ def test_kill_9_during_writes_loses_and_doubles_no_accepted_event(
         try:
             for point in kill_at:
                 wait_until(lambda p=point: handled_count(db) >= p, 60, interval=0.01)
-                killed = time.monotonic()
+                killed, seen = time.monotonic(), len(watcher.received)
                 edge.kill()  # SIGKILL: no shutdown code runs
+                will = status_after(watcher, seen, ("offline",))
+                assert will.payload["reason"] == "connection_lost"
                 edge.start()  # same DB, same client id: the broker redelivers
                 restarts.append(time.monotonic() - killed)
+                status_after(watcher, seen, ("online", "degraded"))
             streamer.join(60)
             pub.wait_answered()
             assert not pub.refused
@@ -115,6 +131,7 @@ def test_kill_9_during_writes_loses_and_doubles_no_accepted_event(
                                          "('pos_basket', 'feedback')") == [(0,)], 30)
         finally:
             pub.close()
+            watcher.stop()
             edge.stop()
         hub_db = hub.settings.db_path
         at_hub = hub_exactly_once(hub_db, ids["pos"], "pos_basket")
