@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge.devices import _connect
 from edge.token_cache import TokenLookup, hash_token
-from models.api_keys import ApiKey, new_api_key
+from models.api_keys import ApiKey, new_api_key, revoke_matching
 from models.sqlite_schema import immediate_transaction
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,7 @@ def revoke_api_key(db_path: Path, key: str, *, now: float | None = None) -> list
     """Revoke the unrevoked key(s) whose id is ``key``, or else whose label is."""
     stamp = time.time() if now is None else now
     with _connect(Path(db_path)) as conn, immediate_transaction(conn):
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ? AND revoked_at IS NULL", (key,)
-        ).fetchall() or conn.execute(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE label = ? AND revoked_at IS NULL", (key,)
-        ).fetchall()
-        conn.executemany("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?",
-                         [(stamp, row[0]) for row in rows])
-    revoked = [ApiKey(*row[:5], stamp, row[6]) for row in rows]
+        revoked = revoke_matching(conn, key, stamp, _COLUMNS)
     for k in revoked:
         logger.info("revoked %s token %s (%s)", k.role, k.key_id, k.label)
     return revoked

@@ -15,7 +15,7 @@ import logging
 from hub.roles import ROLES
 from hub.storage import HubDB
 from hub.stores import token_sha256
-from models.api_keys import ApiKey, new_api_key
+from models.api_keys import ApiKey, new_api_key, revoke_matching
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,7 @@ def revoke_api_key(db: HubDB, key: str) -> list[ApiKey]:
     """Revoke the unrevoked key(s) whose id is ``key``, or else whose label is; at once."""
     now = db.clock()
     with db.write() as conn:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ? AND revoked_at IS NULL", (key,)
-        ).fetchall() or conn.execute(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE label = ? AND revoked_at IS NULL", (key,)
-        ).fetchall()
-        conn.executemany("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?",
-                         [(now, row[0]) for row in rows])
-    revoked = [ApiKey(*row[:5], now) for row in rows]
+        revoked = revoke_matching(conn, key, now, _COLUMNS)
     for k in revoked:
         logger.info("revoked hub API key %s (%s, %s)", k.key_id, k.role, k.label)
     return revoked

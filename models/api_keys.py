@@ -1,4 +1,6 @@
-"""What every API key of ours shares, edge (admin/till tokens) and hub (role keys). Pure.
+"""What every API key of ours shares, edge (admin/till tokens) and hub (role keys).
+
+No I/O of its own (``revoke_matching`` runs in the caller's transaction).
 
 A key is shown once and kept as a sha256 digest only; its record says which role it
 carries and whether it still counts. Both services store the record in their own SQLite
@@ -9,6 +11,7 @@ once, so the two cannot drift apart.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,3 +90,18 @@ def table_lines(keys: Iterable[ApiKey], now: float) -> list[str]:
     lines += [f"{k.key_id:<13} {k.role:<8} {k.state(now):<8} {when(k.created_at):<21} "
               f"{when(k.expires_at):<21} {when(k.last_used_at):<21} {k.label}" for k in keys]
     return lines
+
+
+def revoke_matching(conn: sqlite3.Connection, key: str, now: float, columns: str) -> list[ApiKey]:
+    """Inside the caller's write transaction: revoke the unrevoked key(s) whose id is
+    ``key``, or else whose label is (operators remember labels). ``columns`` lists the
+    service's ``api_keys`` columns in ``ApiKey`` order (the hub has no ``last_used_at``)."""
+    rows = conn.execute(
+        f"SELECT {columns} FROM api_keys WHERE key_id = ? AND revoked_at IS NULL", (key,)
+    ).fetchall() or conn.execute(
+        f"SELECT {columns} FROM api_keys WHERE label = ? AND revoked_at IS NULL", (key,)
+    ).fetchall()
+    conn.executemany("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?",
+                     [(now, row[0]) for row in rows])
+    return [ApiKey(row[0], row[1], row[2], row[3], row[4], now, row[6] if len(row) > 6 else None)
+            for row in rows]
