@@ -41,13 +41,13 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from edge.dead_letters import DeadLetters
 from edge.dispatch_storage import RETRY_INITIAL_S, StorageRetry
 from edge.messages import (
     MAX_PAYLOAD_BYTES,
     DeadLetter,
     Inbound,
     parse_inbound,
-    payload_head,
     receive_maximum_for,
 )
 from edge.metrics import EdgeMetrics
@@ -57,9 +57,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Any]
 TickFn = Callable[[], None]
-_STRUCTURAL = frozenset({"bad_utf8", "bad_json", "not_object"})
-_LOG_WINDOW_S = 10.0
-_LOG_PER_WINDOW = 10
 
 
 class QueueFull(RuntimeError):
@@ -110,7 +107,7 @@ class Dispatcher(StorageRetry):
         self.handlers = dict(handlers)
         self.metrics = metrics
         self.on_done = on_done  # settable after construction: bridge.ack
-        self.on_dead_letter = on_dead_letter
+        self.dead_letters = DeadLetters(metrics, on_dead_letter)
         self.queue_size = queue_size
         self.reserved = reserved
         self._lossy_limit = queue_size - reserved
@@ -136,7 +133,6 @@ class Dispatcher(StorageRetry):
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._abandon = False
-        self._log_budget: dict[tuple[str, str], list[float]] = {}
         metrics.queue_depth.set_function(self._depth)
         self._m_handled: dict[str, Any] = {}
         self._m_seconds: dict[str, Any] = {}
@@ -394,34 +390,15 @@ class Dispatcher(StorageRetry):
         return True
 
     def _dead_letter(self, inbound: Inbound, dead: DeadLetter, log: bool = True) -> None:
-        self.metrics.dead_letters.labels(dead.kind, dead.reason).inc()
-        if log and self._may_log(dead.kind, dead.reason):
-            head = payload_head(inbound.payload) if dead.reason in _STRUCTURAL else "-"
-            logger.warning(
-                "dead letter kind=%s reason=%s detail=%s topic=%s event_id=%s size=%d head=%s",
-                dead.kind, dead.reason, dead.detail, inbound.topic, dead.event_id,
-                len(inbound.payload), head,
-            )
-        if self.on_dead_letter is not None:
-            try:
-                self.on_dead_letter(inbound, dead)
-            except Exception:
-                logger.exception("publishing a dead letter failed")
+        self.dead_letters.report(inbound, dead, log)
 
-    def _may_log(self, kind: str, reason: str) -> bool:
-        """At most a few warnings per (kind, reason) per window: a flood of garbage is
-        visible in the counters, it must not also fill the disk with logs."""
-        now = time.monotonic()
-        budget = self._log_budget.setdefault((kind, reason), [now, 0.0])
-        if now - budget[0] > _LOG_WINDOW_S:
-            if budget[1] > _LOG_PER_WINDOW:
-                logger.warning(
-                    "%d more dead letters kind=%s reason=%s not logged",
-                    int(budget[1]) - _LOG_PER_WINDOW, kind, reason,
-                )
-            budget[0], budget[1] = now, 0.0
-        budget[1] += 1
-        return budget[1] <= _LOG_PER_WINDOW
+    @property
+    def on_dead_letter(self) -> Callable[[Inbound, DeadLetter], None] | None:
+        return self.dead_letters.publish
+
+    @on_dead_letter.setter
+    def on_dead_letter(self, publish: Callable[[Inbound, DeadLetter], None] | None) -> None:
+        self.dead_letters.publish = publish  # late wiring: bridge.publish_dead_letter
 
     def _done(self, inbound: Inbound) -> None:
         if self.on_done is None:

@@ -125,7 +125,7 @@ def test_dead_letter_log_shows_at_most_64_payload_bytes(
 ) -> None:
     secret_tail = b"Alice-Smith-born-1990"
     payload = b"{" + b"x" * 70 + secret_tail
-    with caplog.at_level(logging.WARNING, logger="edge.dispatch"):
+    with caplog.at_level(logging.WARNING, logger="edge.dead_letters"):
         running.offer(raw_inbound(payload))
         running.offer(raw_inbound(json.dumps({"v": 1, "event_id": "e", "ts": TS,
                                               "subject": "Alice Smith",
