@@ -5,7 +5,9 @@
 * ``mqtt-passwd``: Mosquitto's password file for the service users (one password file
   each, ``<dir>/_storeside-*.password``) and for every member in the edge's profile cache
   (password derived from the store MQTT secret, ``edge.mqtt_passwords``). The output is
-  the same byte for byte for the same inputs; it is only replaced when it changed, and
+  the same byte for byte for the same inputs; lines of the current file that still hold
+  are kept (no PBKDF2 for them: a rebuild of 10,000 members takes a fraction of a
+  second); it is only replaced when it changed, and
   ``"changed"`` in the printed summary tells the caller to reload the broker
   (``systemctl reload mosquitto`` = SIGHUP: no restart, connected clients whose password
   still holds stay connected, the others are disconnected).
@@ -28,6 +30,7 @@ from edge.store_certs import build_store_certs, write_store_certs
 from models.sqlite_db import connect_readonly
 
 COMMANDS = ("make-certs", "mqtt-passwd", "mqtt-app-password")
+MAX_ROUNDS = 5
 
 
 def read_secret(path: Path) -> bytes:
@@ -68,6 +71,35 @@ def write_if_changed(path: Path, text: str, group: str | None) -> bool:
     return True
 
 
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = path.stat() if path else None
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st else None
+
+
+def build_passwd(args: argparse.Namespace) -> dict[str, object]:
+    """One rebuild, repeated while ``--trigger-file`` changed during it (at most
+    ``MAX_ROUNDS``). Why: a start of the service while it runs merges into the running
+    one, so an edge's write in that window would wait for the timer. The edge writes the
+    trigger after its page committed, and the trigger is looked at before the members are
+    read: either this round saw the new members or the next round runs."""
+    services: list[str] = []
+    apps, changed = 0, False
+    for _ in range(MAX_ROUNDS):
+        before = _stamp(args.trigger_file)
+        found = service_passwords(args.services_dir)
+        services = sorted(found)
+        subjects = member_subjects(args.db) if args.db else []
+        previous = args.out.read_text() if args.out.exists() else ""
+        text, apps = password_file(read_secret(args.secret_file), found, subjects, previous)
+        changed = write_if_changed(args.out, text, args.group) or changed
+        if args.trigger_file is None or _stamp(args.trigger_file) == before:
+            break
+    return {"services": services, "apps": apps, "changed": changed}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storeside-edge", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     passwd.add_argument("--db", type=Path, help="the edge database (members' subjects)")
     passwd.add_argument("--out", type=Path, required=True)
     passwd.add_argument("--group", help="group of the output file (mosquitto)")
+    passwd.add_argument("--trigger-file", type=Path,
+                        help="the edge's mqtt.members_changed_file: rebuild again if it "
+                        "changes meanwhile")
     app = sub.add_parser("mqtt-app-password", help="print one app's MQTT password")
     app.add_argument("--secret-file", type=Path, required=True)
     app.add_argument("subject")
@@ -105,11 +140,7 @@ def main(argv: Sequence[str]) -> int:
             for path in write_store_certs(certs, args.out):
                 print(path)
         elif args.command == "mqtt-passwd":
-            services = service_passwords(args.services_dir)
-            subjects = member_subjects(args.db) if args.db else []
-            text, apps = password_file(read_secret(args.secret_file), services, subjects)
-            changed = write_if_changed(args.out, text, args.group)
-            print(json.dumps({"services": sorted(services), "apps": apps, "changed": changed}))
+            print(json.dumps(build_passwd(args)))
         else:
             print(app_password(read_secret(args.secret_file), args.subject))
     except (OSError, ValueError) as exc:

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.auth import Allowed, limiter, too_many
 from hub.context import Ctx, bad_request
 from hub.keys import SigningKeyMissing
-from hub.members import member_consent
+from hub.members import announce, member_consent
+from hub.mqtt_credentials import app_credentials
 from hub.stores import STORE_ID
 from hub.tokens import SCOPES, mint_checkin_token
 
@@ -42,7 +43,13 @@ def issue_checkin_token(body: CheckinTokenRequest, context: Ctx,
     """A short-lived token for one member at one store. Its scopes are the member's current
     consents, or the requested subset of them: a token never carries a purpose the member
     has not granted (asking for more is a 403, not a silent downgrade). Limited per app key
-    and per member (``rate_limits``): 429 with Retry-After."""
+    and per member (``rate_limits``): 429 with Retry-After.
+
+    With ``[mqtt] seed_file`` the answer also carries ``mqtt``: the app's username and
+    password at that store's broker (hub.mqtt_credentials). And the member is announced at
+    the store, as a geofence approach would (which the app could not publish without those
+    credentials): the store's profile feed carries them at its next poll, so its broker
+    knows the app seconds later even on a first visit."""
     limits = context.settings.rate_limits
     per_key = limiter(context, "checkin_tokens_app_key", limits.checkin_tokens_per_app_key_per_min,
                       limits.checkin_tokens_app_key_burst)
@@ -82,5 +89,10 @@ def issue_checkin_token(body: CheckinTokenRequest, context: Ctx,
         private_pem, kid=kid, subject=body.subject, chain=context.settings.chain,
         store=body.store, scopes=scopes, ttl_s=ttl, now=now,
     )
-    return {"token": token, "expires_at": int(now) + ttl, "kid": kid,
-            "scopes": [s for s in SCOPES if s in scopes]}
+    answer: dict[str, object] = {"token": token, "expires_at": int(now) + ttl, "kid": kid,
+                                 "scopes": [s for s in SCOPES if s in scopes]}
+    mqtt = app_credentials(context, body.subject, body.store)
+    if mqtt is not None:
+        answer["mqtt"] = mqtt
+    announce(context.db, body.store, body.subject, context.settings.relevance)
+    return answer

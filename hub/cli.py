@@ -27,7 +27,8 @@ from models.cli import register_command_modules
 
 logger = logging.getLogger(__name__)
 
-COMMAND_MODULES = ("hub.serve", "hub.admin_cli", "hub.model_cli", "hub.catalog_cli")
+COMMAND_MODULES = ("hub.serve", "hub.admin_cli", "hub.model_cli", "hub.catalog_cli",
+                   "hub.mqtt_credentials")
 
 
 class CommandError(Exception):

@@ -104,6 +104,15 @@ class HubRateLimitSettings(Section):
     auth_failures_per_min: float = Field(20.0, gt=0)  # bad bearer tokens per client address
 
 
+class HubMqttSettings(Section):
+    """Store-broker credentials for apps (docs/hub.md, "Check-in tokens"): with a seed, a
+    check-in token comes with the app's MQTT username and password for that store. The
+    file (0600, ``storeside-hub mqtt-seed-init``) is the chain's most powerful MQTT secret:
+    every store's app passwords derive from it (``edge.mqtt_passwords.store_secret``)."""
+
+    seed_file: Path | None = None
+
+
 class HubSettings(LayeredSettings):
     """Everything the central hub needs; see docs/hub.md for each key."""
 
@@ -126,6 +135,7 @@ class HubSettings(LayeredSettings):
     models: HubModelSettings = HubModelSettings()
     catalog: CatalogSettings = CatalogSettings()
     rate_limits: HubRateLimitSettings = HubRateLimitSettings()
+    mqtt: HubMqttSettings = HubMqttSettings()
 
     @property
     def salt(self) -> str:
