@@ -13,6 +13,10 @@
 #                           default: $(hostname) and $(hostname).local)
 #   --ip ADDR               an address in the certificate (repeatable; default: hostname -I)
 #   --wheel FILE            install this wheel instead of the checkout
+#   --mqtt-secret-file F    the store MQTT secret derived by the chain's hub
+#                           (storeside-hub store-mqtt-secret STORE > F): the hub can then hand
+#                           apps their passwords; replaces the secret there is. Without it a
+#                           random secret is made once (a standalone store)
 #   --with-hub              also install storeside-hub.service (central server only)
 #   --prefix DIR            install into DIR instead of / (a staging root; implies nothing
 #                           else: combine with the --no-* options to stay off the system)
@@ -22,7 +26,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-PREFIX="" CHAIN="" STORE="" WHEEL="" WITH_HUB=0
+PREFIX="" CHAIN="" STORE="" WHEEL="" WITH_HUB=0 MQTT_SECRET_FILE=""
 DO_APT=1 DO_USERS=1 DO_VENV=1 DO_SYSTEMD=1
 HOSTNAMES=() IPS=()
 SVC_USER=${STORESIDE_USER:-storeside}
@@ -37,13 +41,14 @@ while [ $# -gt 0 ]; do
         --hostname) HOSTNAMES+=("$2"); shift 2 ;;
         --ip) IPS+=("$2"); shift 2 ;;
         --wheel) WHEEL=$2; shift 2 ;;
+        --mqtt-secret-file) MQTT_SECRET_FILE=$2; shift 2 ;;
         --with-hub) WITH_HUB=1; shift ;;
         --prefix) PREFIX=$(realpath -m "$2"); shift 2 ;;
         --no-apt) DO_APT=0; shift ;;
         --no-users) DO_USERS=0; shift ;;
         --no-venv) DO_VENV=0; shift ;;
         --no-systemd) DO_SYSTEMD=0; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
@@ -51,6 +56,11 @@ done
 ID_RE='^[a-z0-9][a-z0-9_-]{0,31}$'
 [ -z "$CHAIN" ] || [[ $CHAIN =~ $ID_RE ]] || die "bad --chain $CHAIN"
 [ -z "$STORE" ] || [[ $STORE =~ $ID_RE ]] || die "bad --store $STORE"
+if [ -n "$MQTT_SECRET_FILE" ]; then
+    [ -r "$MQTT_SECRET_FILE" ] || die "cannot read --mqtt-secret-file $MQTT_SECRET_FILE"
+    [ "$(tr -d ' \t\r\n' < "$MQTT_SECRET_FILE" | wc -c)" -ge 16 ] \
+        || die "--mqtt-secret-file $MQTT_SECRET_FILE: a secret has at least 16 characters"
+fi
 
 P=$PREFIX
 OPT=$P/opt/storeside ETC=$P/etc/storeside LIB=$P/var/lib/storeside
@@ -107,6 +117,10 @@ STORE_ID=$(sed -n 's/^store = "\(.*\)".*/\1/p' "$ETC/edge.toml")
 
 # 6. MQTT secrets (kept when present) ----------------------------------------------------
 new_secret() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+if [ -n "$MQTT_SECRET_FILE" ]; then
+    (umask 077; tr -d ' \t\r\n' < "$MQTT_SECRET_FILE" > "$ETC/mqtt/secret.new")
+    mv -f "$ETC/mqtt/secret.new" "$ETC/mqtt/secret"; log "store MQTT secret from $MQTT_SECRET_FILE"
+fi
 [ -s "$ETC/mqtt/secret" ] || { (umask 077; new_secret > "$ETC/mqtt/secret"); log "new store MQTT secret"; }
 chown root:root "$ETC/mqtt/secret" && chmod 0600 "$ETC/mqtt/secret"
 for user in _storeside-edge _storeside-pos _storeside-staff; do
@@ -145,7 +159,8 @@ db_args=()
     "${db_args[@]}" --out "$BROKER/passwd" --group "$BROKER_GROUP" >/dev/null
 
 # 9. systemd units, journald limits --------------------------------------------------------
-units=(storeside-edge.service storeside-mqtt-passwd.service storeside-mqtt-passwd.timer)
+units=(storeside-edge.service storeside-mqtt-passwd.service storeside-mqtt-passwd.timer
+       storeside-mqtt-passwd.path)
 [ $WITH_HUB -eq 0 ] || units+=(storeside-hub.service)
 for unit in "${units[@]}"; do
     install -m 0644 -o root -g root "$REPO/deploy/systemd/$unit" "$UNITS/$unit"
@@ -158,10 +173,11 @@ if [ $DO_SYSTEMD -eq 1 ]; then
     systemctl daemon-reload
     systemctl restart systemd-journald
     systemctl enable --now chrony.service 2>/dev/null || true
-    systemctl enable mosquitto.service storeside-edge.service storeside-mqtt-passwd.timer
+    systemctl enable mosquitto.service storeside-edge.service storeside-mqtt-passwd.timer \
+        storeside-mqtt-passwd.path
     systemctl restart mosquitto.service
     systemctl restart storeside-edge.service
-    systemctl start storeside-mqtt-passwd.timer
+    systemctl start storeside-mqtt-passwd.timer storeside-mqtt-passwd.path
     [ $WITH_HUB -eq 0 ] || systemctl enable storeside-hub.service
 fi
 log "done: edge settings $ETC/edge.toml, broker on :8883 (TLS), CA $ETC/mqtt/ca.crt"

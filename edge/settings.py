@@ -76,6 +76,10 @@ class MqttSettings(_Section):
     tls_ca_file: Path | None = None  # set = TLS; the broker's name must be in its SANs
     tls_cert_file: Path | None = None  # optional client certificate (the store broker
     tls_key_file: Path | None = None  # does not ask for one)
+    # Written (unprivileged) when a profile feed page brings members this edge did not hold;
+    # deploy/systemd/storeside-mqtt-passwd.path rebuilds the broker's password file on it,
+    # so a first-time visitor's app can log in seconds after the hub issued its token.
+    members_changed_file: Path | None = None
 
     @model_validator(mode="after")
     def _one_password(self) -> MqttSettings:

@@ -300,6 +300,16 @@ class SyncReader:
     def outbox_count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def held_subjects(self, subjects: Sequence[str]) -> set[str]:
+        """Which of ``subjects`` have a profile here (new ones change the broker's users)."""
+        held: set[str] = set()
+        for start in range(0, len(subjects), _SUBJECT_CHUNK):
+            chunk = list(subjects[start:start + _SUBJECT_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            held.update(row[0] for row in self._conn.execute(
+                f"SELECT subject FROM profiles WHERE subject IN ({marks})", chunk))
+        return held
+
     def known_erasures(self, erasure_ids: Sequence[str]) -> set[str]:
         marks = ",".join("?" * len(erasure_ids))
         return {

@@ -1,6 +1,11 @@
 """Applying hub feed pages to the edge's cache: check items, keep each key's last change,
 write the page in one store transaction, run erasures on the worker.
 
+A page that brings members this edge did not hold writes ``members_changed_file`` (if set,
+``mqtt.members_changed_file``) after it committed: the root path unit rebuilds the broker's
+password file on it, so their apps can log in within seconds (the edge itself stays
+unprivileged: it neither writes the password file nor signals the broker).
+
 Malformed items are skipped and counted (one bad record at the hub must not stop a store's
 feed). Erasures, and profile tombstones with reason "erased", go through ``forget`` (on the
 event worker) BEFORE the page and its cursor commit: a crash in between re-reads the page and
@@ -10,7 +15,9 @@ forgets again, which is harmless; the opposite order could lose an erasure.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edge.store import EdgeStore
@@ -46,6 +53,7 @@ class FeedApplier:
         self.metrics = metrics
         self._forget = forget
         self._drop_cards = drop_cards
+        self.members_changed_file: Path | None = None
 
     def apply(
         self, feed: str, items: list[dict[str, Any]], cursor: str, done_at: float | None,
@@ -84,12 +92,34 @@ class FeedApplier:
         for r in erased:  # before the page commits: a crash re-reads the tombstone
             self._forget(r.key)
         kept = [r for r in removals if r.reason != "erased"]
+        new = 0
+        if self.members_changed_file is not None and upserts:
+            subjects = [u.subject for u in upserts]
+            new = len(set(subjects) - reader.held_subjects(subjects))
         applied = self.store.apply_profile_page(
             upserts, kept, cursor=cursor, done_at=done_at, now=now)
+        if new:
+            self._members_changed(new, now)
         for r in kept:
             if r.reason == "consent_revoked":
                 self._drop_cards(r.key)
         return applied + len(erased)
+
+    def _members_changed(self, new: int, now: float) -> None:
+        """Write the trigger file (a close after writing is what the path unit sees). A
+        failure is logged, not raised: the page is applied and the 5-minute timer still
+        rebuilds the password file."""
+        path = self.members_changed_file
+        assert path is not None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            with os.fdopen(fd, "w") as out:
+                out.write(f"{now:.3f} {new}\n")
+        except OSError as exc:
+            logger.warning("cannot write %s (%d new members for the broker): %s", path, new,
+                           exc.strerror)
+            return
+        logger.info("%d new members: broker password file rebuild requested", new)
 
     def _erasures(
         self, items: list[dict[str, Any]], cursor: str, done_at: float | None, now: float,

@@ -55,6 +55,7 @@ def start_sync(runtime: EdgeRuntime, local_keys: Mapping[str, bytes]) -> SyncCli
         edge_clock=service.clock,  # the clock tokens are verified by: its skew to the hub
         skew_warn_s=settings.tokens.leeway_s,
     )
+    client.applier.members_changed_file = settings.mqtt.members_changed_file
     service.announce = client.announce
     return client.start()
 

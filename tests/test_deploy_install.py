@@ -22,7 +22,7 @@ import pytest
 from cryptography import x509
 
 from edge.broker_config import DEPLOY_DIR, render_store_conf
-from edge.mqtt_passwords import verify_line
+from edge.mqtt_passwords import store_secret, verify_line
 from edge.settings import load_settings
 
 REPO = DEPLOY_DIR.parent.parent
@@ -67,6 +67,7 @@ EXPECTED_TREE = {
     "etc/mosquitto/storeside/certs/ca.crt": (0o644, "root", "mosquitto"),
     "etc/systemd/system/storeside-edge.service": (0o644, "root", "root"),
     "etc/systemd/system/storeside-mqtt-passwd.timer": (0o644, "root", "root"),
+    "etc/systemd/system/storeside-mqtt-passwd.path": (0o644, "root", "root"),
     "etc/systemd/system/mosquitto.service.d/storeside.conf": (0o644, "root", "root"),
     "etc/systemd/journald.conf.d/storeside.conf": (0o644, "root", "root"),
 }
@@ -126,6 +127,11 @@ def test_install_into_a_staging_root(tmp_path: Path) -> None:
     assert (settings.chain, settings.store, settings.mqtt.port) == ("acme", "s042", 8883)
     assert settings.mqtt.username == "_storeside-edge"
     assert settings.mqtt.password_file == Path("/etc/storeside/mqtt/_storeside-edge.password")
+    # the trigger the edge writes is the file the path unit watches
+    path_unit = (root / "etc/systemd/system/storeside-mqtt-passwd.path").read_text()
+    assert f"PathChanged={settings.mqtt.members_changed_file}\n" in path_unit
+    service = (root / "etc/systemd/system/storeside-mqtt-passwd.service").read_text()
+    assert f"--trigger-file {settings.mqtt.members_changed_file} " in service
 
     # twice is safe: same secrets, certificates and settings, same owners and modes
     (root / "etc/storeside/edge.toml").chmod(0o644)  # drifted: put back
@@ -148,3 +154,24 @@ def test_units_verify() -> None:
     problems = [line for line in (result.stdout + result.stderr).splitlines()
                 if "is not executable" not in line]  # /opt/storeside is not on this host
     assert problems == []
+
+
+def test_hub_derived_mqtt_secret(tmp_path: Path) -> None:
+    """--mqtt-secret-file installs the secret the hub derives (storeside-hub
+    store-mqtt-secret), over a generated one; a short one is refused before anything."""
+    root, given = tmp_path / "root", tmp_path / "s042.secret"
+    assert install(root).returncode == 0  # a standalone store first: a random secret
+    generated = (root / "etc/storeside/mqtt/secret").read_bytes()
+    derived = store_secret(b"chain-seed-0123456789abcdef", "s042")
+    given.write_bytes(derived + b"\n")
+    result = install(root, "--mqtt-secret-file", str(given))
+    assert result.returncode == 0, result.stderr
+    secret = root / "etc/storeside/mqtt/secret"
+    assert secret.read_bytes() == derived != generated
+    assert (stat.S_IMODE(secret.stat().st_mode), secret.stat().st_uid) == (0o600, 0)
+    assert install(root).returncode == 0  # kept by a later update without the option
+    assert secret.read_bytes() == derived
+    given.write_text("short\n")
+    result = install(tmp_path / "other", "--mqtt-secret-file", str(given))
+    assert result.returncode == 2 and "at least 16" in result.stderr
+    assert not (tmp_path / "other").exists()
