@@ -1,5 +1,5 @@
 """``storeside-hub init | add-store | rotate-store-key | rotate-keys | import-members |
-hash-token | api-key create|list|revoke``.
+hash-token | api-key create|list|revoke | sweep``.
 
 Each command opens the hub's database the way the server does (``hub.app.open_context``), so
 it can run beside a serving hub (SQLite WAL, one short write transaction at a time).
@@ -140,7 +140,30 @@ def cmd_hash_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """One retention sweep (hub.retention), for operators who prefer cron to the thread."""
+    from hub.retention_sweep import HubSweeper
+
+    context = _context(args)
+    try:
+        settings = context.settings
+        sweeper = HubSweeper(context.db, settings.retention, settings.relevance)
+        if args.dry_run:
+            print(json.dumps({"due": sweeper.due()}, sort_keys=True))
+        else:
+            print(json.dumps(sweeper.sweep().as_dict(), sort_keys=True))
+        return 0
+    finally:
+        context.db.close()
+
+
 def register(sub: Any) -> None:
+    sweep = sub.add_parser("sweep", help="delete events, purchase lines and presence older "
+                           "than [retention] allows (prints what went, as JSON)")
+    add_config_argument(sweep)
+    sweep.add_argument("--dry-run", action="store_true", help="only count what is due")
+    sweep.set_defaults(func=cmd_sweep)
+
     init = sub.add_parser("init", help="create/migrate the hub database and a first signing key")
     add_config_argument(init)
     init.add_argument("--kid", help="key id of the first key (default: hub-<UTC time>-<hex>)")

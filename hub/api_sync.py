@@ -64,7 +64,23 @@ async def push_events(store: str, request: Request, context: Ctx,
         raise bad_request(413, "batch_too_large", max=limit)
     result = await asyncio.to_thread(ingest, context.db, store, body["events"],
                                      context.settings.relevance)
+    count_events(context, store, result)
     return result.as_dict()
+
+
+def count_events(context: Any, store: str, result: Any) -> None:
+    """``storeside_hub_events_total{store, outcome}``: accepted, duplicate, refused_<reason>
+    (the store label is the caller's own store: authorize admits no other)."""
+    metrics = context.extras.get("metrics")
+    if metrics is None:
+        return
+    counts = {"accepted": len(result.accepted), "duplicate": len(result.duplicates)}
+    for refusal in result.refused:
+        outcome = f"refused_{refusal.get('reason', 'other')}"
+        counts[outcome] = counts.get(outcome, 0) + 1
+    for outcome, n in counts.items():
+        if n:
+            metrics.events.labels(store, outcome).inc(n)
 
 
 @router.get("/feed/profiles")

@@ -18,7 +18,10 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from hub.auth import authorize
 from hub.context import HubContext, get_context
 from hub.keys import KeyRing
+from hub.metrics import HubMetrics
+from hub.metrics_http import RequestMetrics
 from hub.openapi_refusals import declare_refusals
+from hub.retention_sweep import HubSweeper
 from hub.settings import HubSettings
 from hub.storage import HubDB
 
@@ -33,6 +36,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "hub.api_admin",
     "hub.api_models",
     "hub.api_store_keys",
+    "hub.metrics",  # GET /metrics (roles admin, viewer)
 )
 
 _ops = APIRouter(tags=["ops"])
@@ -61,14 +65,24 @@ def open_context(settings: HubSettings, clock: Callable[[], float] = time.time) 
 def create_app(settings: HubSettings, *, clock: Callable[[], float] = time.time) -> FastAPI:
     """Build the FastAPI app; the database opens in its lifespan, not here."""
 
+    metrics = HubMetrics()  # one registry per app (hub.metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = await asyncio.to_thread(open_context, settings, clock)
+        context.extras["metrics"] = metrics
+        sweeper = None
+        if settings.retention.enabled:  # hub.retention: old events, purchases, presence
+            sweeper = HubSweeper(context.db, settings.retention, settings.relevance, metrics)
+            context.extras["retention"] = sweeper.start(
+                min(60.0, settings.retention.sweep_interval_s))
         app.state.hub = context
         try:
             yield
         finally:
             app.state.hub = None
+            if sweeper is not None:
+                await asyncio.to_thread(sweeper.stop)
             await asyncio.to_thread(context.db.close)
 
     app = FastAPI(
@@ -81,6 +95,9 @@ def create_app(settings: HubSettings, *, clock: Callable[[], float] = time.time)
     )
     app.state.settings = settings
     app.state.hub = None
+    app.state.metrics = metrics
+    metrics.watch(lambda: app.state.hub)  # scrape-time gauges from the tables
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(_ops)
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(name).router)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -64,13 +64,34 @@ def too_many(wait_s: float, reason: str = "rate_limited") -> HTTPException:
                          headers={"Retry-After": str(retry)})
 
 
+class CountedLimiter(RateLimiter):
+    """A limiter that counts its refusals in ``storeside_hub_rate_limited_total{limiter}``:
+    a ``take`` with no token left, or a ``wait`` (the check before a request, for limits
+    counted on failures) that says "not yet"."""
+
+    def __init__(self, name: str, metrics: Any, per_min: float, burst: int | None) -> None:
+        super().__init__(per_min, burst=burst)
+        self._refused = metrics.rate_limited.labels(name) if metrics is not None else None
+
+    def _count(self, wait: float) -> float:
+        if wait and self._refused is not None:
+            self._refused.inc()
+        return wait
+
+    def take(self, key: str) -> float:
+        return self._count(super().take(key))
+
+    def wait(self, key: str) -> float:
+        return self._count(super().wait(key))
+
+
 def limiter(context: HubContext, name: str, per_min: float, burst: int | None = None
             ) -> RateLimiter:
     """The process's limiter ``name`` (made on first use; kept in ``context.extras``)."""
     existing = context.extras.get(f"ratelimit:{name}")
     if existing is None:
-        existing = context.extras.setdefault(f"ratelimit:{name}",
-                                              RateLimiter(per_min, burst=burst))
+        made = CountedLimiter(name, context.extras.get("metrics"), per_min, burst)
+        existing = context.extras.setdefault(f"ratelimit:{name}", made)
     return existing  # type: ignore[no-any-return]
 
 
@@ -108,7 +129,20 @@ def authorize(
     request: Request,
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
-    """The caller, if the matched route's roles (``hub.roles``) admit it; else 401/403/429."""
+    """The caller, if the matched route's roles (``hub.roles``) admit it; else 401/403/429.
+    A 401/403 is counted by reason (``storeside_hub_auth_refused_total``; a 429 is counted
+    by its limiter)."""
+    try:
+        return _authorize(request)
+    except HTTPException as exc:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None and exc.status_code in (401, 403):
+            detail = exc.detail if isinstance(exc.detail, dict) else {}
+            metrics.auth_refused.labels(str(detail.get("reason", "other"))).inc()
+        raise
+
+
+def _authorize(request: Request) -> Principal:
     route = request.scope.get("route")
     path = getattr(route, "path", None)
     roles = roles_for(request.method, path)

@@ -16,6 +16,7 @@ import sqlite3
 from hub.auth_schema import AUTH
 from hub.catalog_schema import CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ, PRODUCT_STYLES
 from hub.model_schema import MODELS
+from hub.retention import RETENTION_INDEXES
 from models.sqlite_schema import Migration, SchemaError, apply_migrations, current_version
 
 __all__ = ["MIGRATIONS", "Migration", "SchemaError", "current_version", "migrate"]
@@ -168,7 +169,7 @@ _EVENTS = Migration(
 
 MIGRATIONS: tuple[Migration, ...] = (
     _CORE, _MEMBERS, _EVENTS, CATALOG, KPI_INDEX, OFFER_REFRESH_SEQ, PRODUCT_STYLES,
-    MODELS, AUTH,
+    MODELS, AUTH, RETENTION_INDEXES,
 )
 
 

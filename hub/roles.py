@@ -51,6 +51,7 @@ ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/v1/jwks"): PUBLIC,  # public keys, by definition
     ("GET", "/v1/admin/overview"): STAFF,
+    ("GET", "/metrics"): _r("admin", "viewer"),  # Prometheus; a scraper gets a viewer key
     # check-in tokens for the app backend
     ("POST", "/v1/tokens/checkin"): _r("app"),
     # members (personal data)

@@ -73,6 +73,20 @@ class CatalogSettings(Section):
     offers_refresh_s: float = Field(60.0, ge=0)
 
 
+class HubRetentionSettings(Section):
+    """How long the hub keeps event history, purchase lines and presence (hub.retention;
+    docs/privacy.md, "Hub"). Presence is never swept before the relevance windows ran out
+    (a shorter ``presence_days`` is raised to them). Consent history and erasure records are
+    kept for good (legal proof)."""
+
+    enabled: bool = True  # the sweep thread of `serve`; `storeside-hub sweep` runs anyway
+    events_days: float = Field(730.0, gt=0, le=36_500)
+    purchases_days: float = Field(730.0, gt=0, le=36_500)
+    presence_days: float = Field(180.0, gt=0, le=36_500)
+    sweep_interval_s: float = Field(3600.0, ge=1, le=7 * 86_400)
+    batch_rows: int = Field(1000, ge=1, le=100_000)
+
+
 class HubModelSettings(Section):
     """Training, evaluation and signing of the chain's ranker (``train-model``, docs/hub.md).
 
@@ -134,6 +148,7 @@ class HubSettings(LayeredSettings):
     sync: SyncSettings = SyncSettings()
     models: HubModelSettings = HubModelSettings()
     catalog: CatalogSettings = CatalogSettings()
+    retention: HubRetentionSettings = HubRetentionSettings()
     rate_limits: HubRateLimitSettings = HubRateLimitSettings()
     mqtt: HubMqttSettings = HubMqttSettings()
 
