@@ -9,8 +9,8 @@ ones included, is set to DEBUG and written to a file), Mosquitto, and the simula
 the whole store day (``edge.simulator.Simulator`` with check-in tokens from the hub's app
 API). Then the unhappy paths that carry personal data in: malformed messages with an e-mail
 or a loyalty number inside, a consent change, an erasure. Finally the edge's ``/metrics``
-and ``/v1/status``, the hub's overview and erasure status, the retained status topic and
-every dead letter are collected beside the two log files and searched.
+and ``/v1/status``, the hub's ``/metrics``, overview and erasure status, the retained status
+topic and every dead letter are collected beside the two log files and searched.
 
 Positive controls make a pass mean something: the names really travel (staff cards carry
 first names by consent), the logs really are at DEBUG, and a deliberately logged e-mail is
@@ -169,6 +169,9 @@ def test_a_store_day_at_debug_leaks_no_personal_data(
         sources["edge /metrics"] = httpx.get(f"{edge.url}/metrics").text
         sources["edge /v1/status"] = httpx.get(f"{edge.url}/v1/status").text
         sources["hub overview"] = hub.admin().get("/v1/admin/overview").text
+        hub_metrics = hub.admin().get("/metrics")
+        assert hub_metrics.status_code == 200
+        sources["hub /metrics"] = hub_metrics.text
         sources["mqtt status (retained)"] = "\n".join(
             json.dumps(r.payload) for r in watch.matching(lambda r: r.topic == topics.status))
         sources["mqtt dead letters"] = "\n".join(
@@ -202,6 +205,11 @@ def test_a_store_day_at_debug_leaks_no_personal_data(
     assert "CRM import" in hub_log and "erased member" in hub_log  # the paths with PII ran
     assert "reason=bad_json" in process_log  # the malformed check-in was logged (its shape)
     assert summary["checkin"] >= 15 and summary["pos"] >= 50, summary
+    # the hub's metrics saw the day too (so searching them means something)
+    hub_text = sources["hub /metrics"]
+    assert 'storeside_hub_events_total{outcome="accepted",store="demo-001"}' in hub_text
+    assert 'storeside_hub_checkin_tokens_total{outcome="issued"}' in hub_text
+    assert 'route="/v1/members/{subject}/consent"' in hub_text
     print(f"privacy day: {len(wanted)} needles, {sum(len(s) for s in sources.values())} chars "
           f"searched in {len(sources)} sources, events {dict(summary)}")
 
