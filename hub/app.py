@@ -74,8 +74,8 @@ def create_app(settings: HubSettings, *, clock: Callable[[], float] = time.time)
         sweeper = None
         if settings.retention.enabled:  # hub.retention: old events, purchases, presence
             sweeper = HubSweeper(context.db, settings.retention, settings.relevance, metrics)
-            context.extras["retention"] = sweeper.start(
-                min(60.0, settings.retention.sweep_interval_s))
+            # first sweep one interval after start: a restart loop must not sweep each time
+            context.extras["retention"] = sweeper.start(settings.retention.sweep_interval_s)
         app.state.hub = context
         try:
             yield
