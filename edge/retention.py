@@ -25,12 +25,12 @@ most one batch (a few ms), never for a whole sweep.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from models.sqlite_schema import Migration
+from models.sweep_report import BatchTally
 
 DAY = 86_400.0
 T = TypeVar("T")
@@ -140,24 +140,10 @@ def last_seen_sql(subjects_param: bool) -> str:
 
 
 @dataclass
-class SweepReport:
-    """What one sweep did: rows per table, batches, the longest write-lock hold."""
+class SweepReport(BatchTally):
+    """What one edge sweep did (``BatchTally``) and how many members it forgot."""
 
-    started_at: float
-    rows: Counter[str] = field(default_factory=Counter)
     members: int = 0
-    batches: int = 0
-    max_hold_s: float = 0.0
-    total_hold_s: float = 0.0
-
-    def batch(self, counts: dict[str, int], hold_s: float) -> None:
-        self.rows.update({k: v for k, v in counts.items() if v})
-        self.batches += 1
-        self.max_hold_s = max(self.max_hold_s, hold_s)
-        self.total_hold_s += hold_s
 
     def as_dict(self) -> dict[str, object]:
-        return {"started_at": self.started_at, "members_forgotten": self.members,
-                "rows": dict(sorted(self.rows.items())), "batches": self.batches,
-                "max_hold_ms": round(self.max_hold_s * 1000, 3),
-                "total_hold_ms": round(self.total_hold_s * 1000, 3)}
+        return {"members_forgotten": self.members, **self.tally()}

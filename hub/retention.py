@@ -35,11 +35,11 @@ ingesting store waits for one batch at most, never for a whole sweep.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from models.sqlite_schema import Migration
+from models.sweep_report import BatchTally
 
 DAY = 86_400.0
 HOUR = 3_600.0
@@ -163,27 +163,13 @@ DROP_EMPTY_AGGREGATES_SQL = (
 
 
 @dataclass
-class SweepReport:
-    """What one sweep did: rows per table, batches, the longest write-lock hold."""
+class SweepReport(BatchTally):
+    """What one hub sweep did (``BatchTally``), members whose aggregates were recomputed and
+    feed rows expired."""
 
-    started_at: float
-    rows: Counter[str] = field(default_factory=Counter)
     members_recomputed: int = 0
     expired_feed_rows: int = 0
-    batches: int = 0
-    max_hold_s: float = 0.0
-    total_hold_s: float = 0.0
-
-    def batch(self, table: str, deleted: int, hold_s: float) -> None:
-        if deleted:
-            self.rows[table] += deleted
-        self.batches += 1
-        self.max_hold_s = max(self.max_hold_s, hold_s)
-        self.total_hold_s += hold_s
 
     def as_dict(self) -> dict[str, object]:
-        return {"started_at": self.started_at, "rows": dict(sorted(self.rows.items())),
-                "members_recomputed": self.members_recomputed,
-                "expired_feed_rows": self.expired_feed_rows, "batches": self.batches,
-                "max_hold_ms": round(self.max_hold_s * 1000, 3),
-                "total_hold_ms": round(self.total_hold_s * 1000, 3)}
+        return {"members_recomputed": self.members_recomputed,
+                "expired_feed_rows": self.expired_feed_rows, **self.tally()}

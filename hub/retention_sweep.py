@@ -102,7 +102,7 @@ class HubSweeper:
             hold = time.perf_counter() - started  # BEGIN IMMEDIATE .. COMMIT, commit included
             if self.metrics is not None:
                 self.metrics.retention_hold.observe(hold)
-            report.batch(rule.table, deleted, hold)
+            report.batch({rule.table: deleted}, hold)
             if deleted < size or self._stop.wait(BATCH_PAUSE_S):
                 break
         return stores
