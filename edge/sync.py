@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from edge.clock_skew import ClockSkew
 from edge.metrics import MetricSet
 from edge.settings import HubLinkSettings
 from edge.store import EdgeStore
@@ -123,12 +124,10 @@ class SyncClient:
         self._persisted_success: dict[str, float] = {}
         self._hub_keys: dict[str, bytes] | None = None
         self._edge_clock = edge_clock or clock
-        self._skew_warn_s = skew_warn_s
-        self.clock_skew_s: float | None = None  # edge clock - hub clock, at the last heartbeat
-        self._skew_gauge = MetricSet(metrics.registry).gauge(
+        self.skew = ClockSkew(MetricSet(metrics.registry).gauge(
             "storeside_hub_clock_skew_seconds",
             "Edge clock minus hub clock, measured by the last heartbeat (tokens refused "
-            "beyond the leeway)")
+            "beyond the leeway)"), skew_warn_s)
         self._load_state()
         metrics.watch_staleness(self.staleness_of)
 
@@ -226,7 +225,7 @@ class SyncClient:
             "staleness_s": per_feed,
             "sync_stale": is_stale(per_feed, self.link.stale_after_s),
             "feed_cursors": dict(self._cursors),
-            "hub_clock_skew_s": self.clock_skew_s,
+            "hub_clock_skew_s": self.skew.value,
         }
 
     def _contact(self, ok: bool) -> None:
@@ -314,26 +313,8 @@ class SyncClient:
         elif job == "heartbeat":
             sent_at = self._edge_clock()
             answer = link.heartbeat({**self._heartbeat(reader), "clock": sent_at})
-            self._note_skew(answer, sent_at, self._edge_clock())
+            self.skew.note(answer, sent_at, self._edge_clock())
         return False
-
-    def _note_skew(self, answer: Any, sent_at: float, answered_at: float) -> None:
-        """Edge minus hub clock, the hub's time taken as the middle of the round trip
-        (error: half of it). Logged when it crosses ``skew_warn_s``, not at every beat."""
-        hub_time = answer.get("hub_time") if isinstance(answer, dict) else None
-        if isinstance(hub_time, bool) or not isinstance(hub_time, int | float):
-            return  # an older hub: nothing to compare with
-        skew = round((sent_at + answered_at) / 2 - float(hub_time), 3)
-        was_off = self.clock_skew_s is not None and abs(self.clock_skew_s) > self._skew_warn_s
-        self.clock_skew_s = skew
-        self._skew_gauge.set(skew)
-        if abs(skew) > self._skew_warn_s and not was_off:
-            logger.warning("edge clock is %+.1f s off the hub's (token leeway %.0f s): hub "
-                           "check-in tokens will be refused as expired / not yet valid; "
-                           "fix the time sync (NTP)", skew, self._skew_warn_s)
-        elif was_off and abs(skew) <= self._skew_warn_s:
-            logger.warning("edge clock back within %.0f s of the hub's (%+.1f s)",
-                           self._skew_warn_s, skew)
 
     def _attempt(self, job: str, step: Callable[[], bool]) -> None:
         """Run one job step and reschedule it (and the link) from its outcome."""
