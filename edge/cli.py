@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge.settings import SettingsError, load_settings
+from edge.settings_files import unreadable_paths
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shown["hub"].get("store_key"):
             shown["hub"]["store_key"] = "***"
         print(json.dumps(shown, indent=2, default=str))
-        return 0
+        problems = unreadable_paths(settings)
+        for problem in problems:
+            print(f"storeside-edge: invalid configuration: {problem}", file=sys.stderr)
+        return 2 if problems else 0
 
     # One thread per native pool, set before numpy/onnxruntime load: the worker scores one
     # visit at a time, and idle OpenBLAS threads spinning on a 2-core store device steal

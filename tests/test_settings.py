@@ -74,3 +74,24 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text("[mqtt]\nprot = 1\n")
     assert edge_main(["--config", str(bad), "--check-config"]) == 2
     assert "prot" in capsys.readouterr().err
+
+
+def test_check_config_names_a_configured_file_that_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = tmp_path / "edge.password"
+    password.write_text("s3cret\n")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    present = write(tmp_path, f'[mqtt]\npassword_file = "{password}"\n'
+                              f'[tokens]\npublic_keys_dir = "{keys}"\n')
+    assert edge_main(["--config", str(present), "--check-config"]) == 0
+    capsys.readouterr()
+    typo = tmp_path / "typo.toml"
+    typo.write_text(f'[mqtt]\npassword_file = "{password}"\ntls_ca_file = "{tmp_path}/ca.crtt"\n'
+                    f'[tokens]\npublic_keys_dir = "{password}"\n')
+    assert edge_main(["--config", str(typo), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "mqtt.tls_ca_file" in err and "ca.crtt is not a file" in err
+    assert "tokens.public_keys_dir" in err and "is not a folder" in err
+    assert "mqtt.password_file" not in err and "s3cret" not in err
