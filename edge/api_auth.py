@@ -30,7 +30,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from edge.access import Rule, rule_for
 from edge.api_keys import TOKEN_PREFIX as API_KEY_PREFIX
 from edge.api_keys import ApiKeyRegistry
-from edge.tablet_auth import AUTH_HEADERS, registry
+from edge.tablet_auth import AUTH_HEADERS, bearer_token, registry
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +78,6 @@ def too_many(wait_s: float, reason: str = "rate_limited") -> HTTPException:
     retry = max(1, math.ceil(wait_s))
     return HTTPException(429, {"reason": reason, "retry_after_s": retry},
                          headers={"Retry-After": str(retry)})
-
-
-def bearer_token(request: Request) -> str | None:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 def api_keys(request: Request) -> ApiKeyRegistry:

@@ -3,9 +3,10 @@
 A request carries its device token either as ``Authorization: Bearer <token>`` (scripts,
 which got it from ``POST /v1/devices/pair``) or in the HttpOnly cookie set when a browser
 redeemed a one-time pairing code (``edge.tablet_pairing``; ``EventSource`` cannot set
-headers but sends cookies). No person ever sees the token. ``require_device`` is the FastAPI
-dependency for every protected route. A live SSE stream is re-checked every half second
-(``revocable``), so revoking a tablet also cuts the feed it has open.
+headers but sends cookies). No person ever sees the token. Which routes need a device is
+``edge.access``'s table, enforced by ``edge.api_auth.authorize``. A live SSE stream is
+re-checked every half second (``revocable``), so revoking a tablet also cuts the feed it
+has open.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from edge.devices import Device, DeviceRegistry
+from edge.devices import DeviceRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -33,28 +34,18 @@ def registry(request: Request) -> DeviceRegistry:
     return devices
 
 
+def bearer_token(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
 def device_token(request: Request) -> str | None:
     """The token a request presents: the Bearer header wins over the cookie."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+    token = bearer_token(request)
+    if token is not None:
+        return token
     cookie = request.app.state.settings.tablet.cookie_name
     return request.cookies.get(cookie) or None
-
-
-def require_device(request: Request) -> Device:
-    """401 unless the request carries the token of a paired, unrevoked tablet.
-
-    A plain ``def``: FastAPI runs it in its thread pool, so the (rare, cache-missing)
-    SQLite look-up never blocks the event loop."""
-    token = device_token(request)
-    if token is None:
-        raise HTTPException(401, {"reason": "no_device_token"}, headers=AUTH_HEADERS)
-    device = registry(request).authenticate(token)
-    if device is None:
-        raise HTTPException(401, {"reason": "bad_device_token"}, headers=AUTH_HEADERS)
-    request.state.device = device
-    return device
 
 
 async def revocable(
