@@ -17,13 +17,14 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
-from edge.api_auth import limits_exempt, sees_details, too_many
+from edge.api_auth import limits_exempt, sees_details
 from edge.dispatch import QueueFull
 from edge.messages import DeadLetter, parse_inbound
 from edge.runtime import EdgeRuntime
 from edge.service import CheckinRefused
 from edge.storage_faults import StorageUnavailable
 from edge.tablet_auth import revocable
+from models.too_many import too_many
 
 logger = logging.getLogger(__name__)
 

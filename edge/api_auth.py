@@ -20,7 +20,6 @@ guess cannot be confirmed). The security schemes are declared for OpenAPI (``bea
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -31,6 +30,7 @@ from edge.access import Rule, rule_for
 from edge.api_keys import TOKEN_PREFIX as API_KEY_PREFIX
 from edge.api_keys import ApiKeyRegistry
 from edge.tablet_auth import AUTH_HEADERS, bearer_token, registry
+from models.too_many import too_many
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +72,6 @@ def is_loopback(request: Request) -> bool:
 
 def limits_exempt(request: Request) -> bool:
     return bool(request.app.state.settings.rate_limits.exempt_loopback and is_loopback(request))
-
-
-def too_many(wait_s: float, reason: str = "rate_limited") -> HTTPException:
-    retry = max(1, math.ceil(wait_s))
-    return HTTPException(429, {"reason": reason, "retry_after_s": retry},
-                         headers={"Retry-After": str(retry)})
 
 
 def api_keys(request: Request) -> ApiKeyRegistry:

@@ -16,7 +16,6 @@ import asyncio
 import html
 import json
 import logging
-import math
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,8 +23,10 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from edge.api_auth import client_address
 from edge.devices import Device, PairingRefused
 from edge.tablet_auth import registry
+from models.too_many import too_many
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +74,12 @@ def redeem(request: Request, code: str, label: str | None = None) -> tuple[Devic
     """Rate limit by client address, then redeem; refusals as HTTPException with a reason.
     Blocking (SQLite): run it in a worker thread."""
     metrics = request.app.state.metrics.pairing_attempts
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     wait = request.app.state.pairing_limiter.take(address)
     if wait:
         metrics.labels("rate_limited").inc()
         logger.warning("pairing attempts from %s over the limit", address)
-        retry = str(math.ceil(wait))
-        raise HTTPException(429, {"reason": "too_many_attempts", "retry_after_s": int(retry)},
-                            headers={"Retry-After": retry})
+        raise too_many(wait, "too_many_attempts")
     try:
         device, token = registry(request).redeem(code, label)
     except PairingRefused as exc:

@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.auth import Allowed, limiter, too_many
+from hub.auth import Allowed, limiter
 from hub.context import Ctx, bad_request
 from hub.keys import SigningKeyMissing
 from hub.members import announce, member_consent
 from hub.mqtt_credentials import app_credentials
 from hub.stores import STORE_ID
 from hub.tokens import SCOPES, mint_checkin_token
+from models.too_many import too_many
 
 logger = logging.getLogger(__name__)
 

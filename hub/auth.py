@@ -18,7 +18,6 @@ digests in sets is safe against timing attacks: the attacker does not control th
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -30,6 +29,7 @@ from hub.context import HubContext, get_context
 from hub.roles import roles_for
 from hub.stores import store_for_digest, token_sha256
 from models.ratelimit import RateLimiter
+from models.too_many import too_many
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,6 @@ def _unauthorized(reason: str) -> HTTPException:
 
 def _forbidden(principal: Principal, needed: str) -> HTTPException:
     return HTTPException(403, {"reason": "forbidden", "role": principal.role, "needs": needed})
-
-
-def too_many(wait_s: float, reason: str = "rate_limited") -> HTTPException:
-    retry = max(1, math.ceil(wait_s))
-    return HTTPException(429, {"reason": reason, "retry_after_s": retry},
-                         headers={"Retry-After": str(retry)})
 
 
 class CountedLimiter(RateLimiter):
